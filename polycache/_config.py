@@ -1,0 +1,137 @@
+"""Settings: arguments, then `POLYCACHE_*` environment variables, then defaults.
+
+This is the one place that reads polycache's environment variables.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+from polycache._errors import ConfigurationError
+
+__all__ = ["DEFAULTS", "Settings", "duration", "resolve_settings"]
+
+Duration = float | int | timedelta
+
+ENVIRONMENT_NAMES = {
+    "backend": "POLYCACHE_BACKEND",
+    "ttl": "POLYCACHE_TTL",
+    "stale_ttl": "POLYCACHE_STALE_TTL",
+    "stale_if_error": "POLYCACHE_STALE_IF_ERROR",
+    "negative_ttl": "POLYCACHE_NEGATIVE_TTL",
+    "backend_timeout": "POLYCACHE_BACKEND_TIMEOUT",
+    "disabled": "POLYCACHE_DISABLED",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The resolved, validated configuration of one `Cache`."""
+
+    backend: str
+    ttl: float
+    stale_ttl: float
+    stale_if_error: float
+    negative_ttl: float
+    backend_timeout: float
+    disabled: bool
+
+
+DEFAULTS = Settings(
+    backend="memory://",
+    ttl=300.0,
+    stale_ttl=0.0,
+    stale_if_error=0.0,
+    negative_ttl=30.0,
+    backend_timeout=1.0,
+    disabled=False,
+)
+
+
+def duration(value: object, *, name: str, allow_zero: bool = True) -> float:
+    """Validate a duration given as seconds (int or float) or a `timedelta`.
+
+    Raises:
+        ConfigurationError: naming `name`, if the value is not a finite, non-negative duration.
+    """
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ConfigurationError(
+            f"{name} must be a number of seconds or a timedelta, got {type(value).__name__} "
+            f"{value!r}"
+        )
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        expected = "a positive" if not allow_zero else "a finite, non-negative"
+        raise ConfigurationError(f"{name} must be {expected} number of seconds, got {value!r}")
+    return seconds
+
+
+def _environment_duration(
+    environ: Mapping[str, str], field: str, default: float, *, allow_zero: bool = True
+) -> float:
+    variable = ENVIRONMENT_NAMES[field]
+    raw = environ.get(variable)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        seconds = float(raw.strip())
+    except ValueError:
+        raise ConfigurationError(
+            f"{variable}={raw!r} is not a number of seconds (expected e.g. '300' or '0.5')"
+        ) from None
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        expected = "a positive" if not allow_zero else "a finite, non-negative"
+        raise ConfigurationError(f"{variable}={raw!r}: expected {expected} number of seconds")
+    return seconds
+
+
+def _environment_flag(environ: Mapping[str, str], field: str) -> bool:
+    variable = ENVIRONMENT_NAMES[field]
+    raw = environ.get(variable, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigurationError(f"{variable}={raw!r}: expected '1' or '0'")
+
+
+def resolve_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    backend: str | None = None,
+    ttl: Duration | None = None,
+    stale_ttl: Duration | None = None,
+    stale_if_error: Duration | None = None,
+    negative_ttl: Duration | None = None,
+    backend_timeout: Duration | None = None,
+    disabled: bool | None = None,
+) -> Settings:
+    """Merge arguments over environment variables over defaults, validating every value."""
+    env = os.environ if environ is None else environ
+
+    def pick(field: str, given: Duration | None, *, allow_zero: bool = True) -> float:
+        if given is not None:
+            return duration(given, name=field, allow_zero=allow_zero)
+        default: float = getattr(DEFAULTS, field)
+        return _environment_duration(env, field, default, allow_zero=allow_zero)
+
+    if backend is None:
+        backend = env.get(ENVIRONMENT_NAMES["backend"], "").strip() or DEFAULTS.backend
+    if disabled is not None and not isinstance(disabled, bool):
+        raise ConfigurationError(f"disabled must be a bool, got {disabled!r}")
+    return Settings(
+        backend=backend,
+        ttl=pick("ttl", ttl),
+        stale_ttl=pick("stale_ttl", stale_ttl),
+        stale_if_error=pick("stale_if_error", stale_if_error),
+        negative_ttl=pick("negative_ttl", negative_ttl),
+        backend_timeout=pick("backend_timeout", backend_timeout, allow_zero=False),
+        disabled=_environment_flag(env, "disabled") if disabled is None else disabled,
+    )

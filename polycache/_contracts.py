@@ -1,0 +1,120 @@
+"""The plugin contracts: what a backend and a loader must look like.
+
+A backend stores `Entry` objects under string keys. The `Cache` owns every policy decision
+(freshness, staleness, single-flight, serialization); a backend only stores, returns and forgets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "Backend",
+    "BackendFactory",
+    "BatchLoader",
+    "ConditionalLoader",
+    "Entry",
+    "Loaded",
+    "LoaderFunction",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One cached value with its freshness, as wall-clock (epoch) seconds.
+
+    Times are absolute so that an entry written by one process keeps its meaning in another
+    (two Lambda environments sharing a Momento cache, or a function and its extension).
+
+    Attributes:
+        value: The value; bytes for a backend that does not store objects.
+        fresh_until: Until this time the value is served as is.
+        stale_until: Until this time it is served while one background refresh runs.
+        expires_at: When the backend may forget it (covers the stale-if-error window).
+        validator: The source's version tag (an S3 ETag), for conditional reloads.
+        negative: The entry remembers that the source has no such name.
+    """
+
+    value: Any
+    fresh_until: float
+    stale_until: float
+    expires_at: float
+    validator: str | None = None
+    negative: bool = False
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Where entries live. Implement these members to add a backend.
+
+    Attributes:
+        stores_objects: True if the backend keeps Python objects as they are (memory). When
+            False, the `Cache` hands it entries whose value is already serialized to bytes.
+        max_item_bytes: The largest serialized value the backend accepts, or None for no limit.
+    """
+
+    stores_objects: bool
+    max_item_bytes: int | None
+
+    async def get(self, key: str) -> Entry | None:
+        """Return the entry under `key`, or None if there is none or it has expired."""
+        ...
+
+    async def set(self, key: str, entry: Entry) -> None:
+        """Store `entry` under `key`, to be kept until `entry.expires_at`."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Forget `key`; deleting a missing key is not an error."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections. The backend may be used again afterwards (it reconnects)."""
+        ...
+
+
+BackendFactory = Callable[[str], Backend]
+"""Builds a backend from its URL, as given to `polycache.register_backend`."""
+
+LoaderFunction = Callable[[str], Awaitable[Any]]
+"""A loader: called with the name after the key's scheme, returns the value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What a conditional loader returns.
+
+    Attributes:
+        value: The value, or None when `modified` is False.
+        validator: The version tag to send with the next conditional load.
+        modified: False when the source says the cached value is still current.
+    """
+
+    value: Any
+    validator: str | None = None
+    modified: bool = True
+
+
+@runtime_checkable
+class ConditionalLoader(Protocol):
+    """A loader that can revalidate a cached value instead of downloading it again."""
+
+    async def load_conditional(self, name: str, validator: str | None) -> Loaded:
+        """Load `name`, or report it unchanged since `validator`."""
+        ...
+
+
+@runtime_checkable
+class BatchLoader(Protocol):
+    """A loader that can load many names in few calls (used by `Cache.get_many`)."""
+
+    async def load_many(self, names: Sequence[str]) -> Mapping[str, Any]:
+        """Load several names at once.
+
+        Returns:
+            A mapping from name to value, or to the exception that name failed with. A name
+            missing from the mapping, or mapped to `SourceNotFound`, does not exist.
+        """
+        ...

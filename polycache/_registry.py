@@ -1,0 +1,137 @@
+"""The backend registry: URL scheme -> factory. Built-ins are imported on first use."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import TypeVar, cast
+from urllib.parse import SplitResult, parse_qsl, urlsplit
+
+from polycache._contracts import Backend, BackendFactory
+from polycache._errors import ConfigurationError
+
+__all__ = ["backend_from_url", "parse_options", "register_backend", "split_url"]
+
+T = TypeVar("T")
+
+# scheme -> (module, attribute, extra that provides its dependencies)
+_BUILTIN: dict[str, tuple[str, str, str | None]] = {
+    "memory": ("polycache.backends.memory", "MemoryBackend", None),
+    "extension": ("polycache.backends.extension", "ExtensionBackend", "extension"),
+    "momento": ("polycache.backends.momento", "MomentoBackend", "momento"),
+}
+_registered: dict[str, BackendFactory] = {}
+
+
+def register_backend(scheme: str, factory: BackendFactory) -> None:
+    """Register a backend for URLs `"{scheme}://..."`.
+
+    Args:
+        scheme: The URL scheme, letters, digits, `+`, `-` or `.`, starting with a letter.
+        factory: Called with the whole URL; returns a `Backend`. It should validate the URL and
+            raise `ConfigurationError` for a bad one.
+    """
+    if not isinstance(scheme, str) or not scheme or not scheme[0].isalpha() or not all(
+        character.isalnum() or character in "+-." for character in scheme
+    ):
+        raise ConfigurationError(f"backend scheme must be a URL scheme such as 'redis', got {scheme!r}")
+    if not callable(factory):
+        raise ConfigurationError(f"backend factory for {scheme!r} must be callable, got {factory!r}")
+    _registered[scheme.lower()] = factory
+
+
+def split_url(url: str) -> SplitResult:
+    """Split a backend URL, raising `ConfigurationError` if it is not `scheme://...`."""
+    if not isinstance(url, str):
+        raise ConfigurationError(f"backend URL must be a str, got {type(url).__name__}")
+    parts = urlsplit(url.strip())
+    if not parts.scheme or "://" not in url:
+        raise ConfigurationError(
+            f"backend URL {url!r} has no scheme: expected e.g. 'memory://', "
+            "'extension://127.0.0.1:4000' or 'momento://CACHE_NAME'"
+        )
+    return parts
+
+
+def parse_options(url: str, accepted: Mapping[str, Callable[[str], object]]) -> dict[str, object]:
+    """Parse a URL's query into options, each converted by its function in `accepted`.
+
+    Raises:
+        ConfigurationError: an option that is unknown, repeated, or whose value is malformed.
+    """
+    parts = split_url(url)
+    options: dict[str, object] = {}
+    for name, raw in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
+        if name not in accepted:
+            known = ", ".join(sorted(accepted)) or "none"
+            raise ConfigurationError(
+                f"unknown option {name!r} in backend URL {url!r} (accepted: {known})"
+            )
+        if name in options:
+            raise ConfigurationError(f"option {name!r} is given twice in backend URL {url!r}")
+        try:
+            options[name] = accepted[name](raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"option {name}={raw!r} in backend URL {url!r}: {exc}") from None
+    return options
+
+
+def positive_int(raw: str) -> int:
+    """Convert an option to an int greater than zero."""
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("expected an integer greater than 0")
+    return value
+
+
+def seconds(raw: str) -> float:
+    """Convert an option to a finite, non-negative number of seconds."""
+    value = float(raw)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("expected a finite, non-negative number of seconds")
+    return value
+
+
+def boolean(raw: str) -> bool:
+    """Convert an option to a bool (`1`/`0`, `true`/`false`, `yes`/`no`)."""
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _builtin_factory(scheme: str) -> BackendFactory:
+    module_name, attribute, extra = _BUILTIN[scheme]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if extra is None:
+            raise
+        raise ConfigurationError(
+            f"the {scheme}:// backend needs its extra: pip install 'polycache[{extra}]' "
+            f"({exc.name or exc} is not installed)"
+        ) from exc
+    backend_class = getattr(module, attribute)
+    return cast(BackendFactory, backend_class.from_url)
+
+
+def backend_from_url(url: str) -> Backend:
+    """Build the backend that `url` names, validating the URL eagerly."""
+    scheme = split_url(url).scheme.lower()
+    factory = _registered.get(scheme)
+    if factory is None:
+        if scheme not in _BUILTIN:
+            known = ", ".join(sorted({*_BUILTIN, *_registered}))
+            raise ConfigurationError(
+                f"unknown backend scheme {scheme!r} in {url!r} (known: {known}; add one with "
+                "polycache.register_backend)"
+            )
+        factory = _builtin_factory(scheme)
+    backend = factory(url)
+    if not isinstance(backend, Backend):
+        raise ConfigurationError(
+            f"the factory for {scheme}:// returned {type(backend).__name__}, which is not a Backend"
+        )
+    return backend

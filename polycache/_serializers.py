@@ -1,0 +1,139 @@
+"""Serializers for remote backends: JSON by default, pickle only when asked for."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from typing import Any, Protocol, runtime_checkable
+
+from polycache._errors import ConfigurationError, SerializationError
+
+__all__ = ["JsonSerializer", "PickleSerializer", "Serializer", "serializer_from"]
+
+# One tag byte says how the rest was encoded, so that str and bytes round-trip exactly and
+# cost no JSON encoding at all.
+_STR = b"s"
+_BYTES = b"b"
+_JSON = b"j"
+_PICKLE = b"p"
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns values into bytes for a remote backend and back."""
+
+    def dumps(self, value: Any) -> bytes:
+        """Encode `value`; raise `SerializationError` if it cannot be encoded."""
+        ...
+
+    def loads(self, data: bytes) -> Any:
+        """Decode bytes written by `dumps`; raise `SerializationError` if they are unreadable."""
+        ...
+
+
+def _check_json(value: object, path: str) -> None:
+    # json.dumps would quietly turn tuples into lists and int keys into strings; a cache must
+    # give back what it was given, or say it cannot.
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return
+    if kind is list:
+        for index, item in enumerate(value):  # type: ignore[arg-type]
+            _check_json(item, f"{path}[{index}]")
+        return
+    if kind is dict:
+        for name, item in value.items():  # type: ignore[attr-defined]
+            if type(name) is not str:
+                raise SerializationError(
+                    f"JSON serializer: key {name!r} at {path} is {type(name).__name__}, "
+                    "expected str (use serializer='pickle' for other keys)"
+                )
+            _check_json(item, f"{path}[{name!r}]")
+        return
+    raise SerializationError(
+        f"JSON serializer cannot store {kind.__name__} at {path}: expected str, bytes, or JSON "
+        "types (dict with str keys, list, int, float, bool, None); use serializer='pickle' "
+        "for other types"
+    )
+
+
+class JsonSerializer:
+    """The default: str and bytes exactly, and JSON types (dict, list, numbers, bool, None)."""
+
+    def __repr__(self) -> str:
+        return "JsonSerializer()"
+
+    def dumps(self, value: Any) -> bytes:
+        """Encode `value`."""
+        kind = type(value)
+        if kind is str:
+            return _STR + value.encode("utf-8", "surrogatepass")
+        if kind is bytes:
+            return _BYTES + value
+        _check_json(value, "value")
+        try:
+            text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        except ValueError as exc:
+            raise SerializationError(f"JSON serializer: {exc}") from exc
+        return _JSON + text.encode("utf-8")
+
+    def loads(self, data: bytes) -> Any:
+        """Decode bytes written by `dumps`."""
+        tag, body = data[:1], data[1:]
+        try:
+            if tag == _STR:
+                return body.decode("utf-8", "surrogatepass")
+            if tag == _BYTES:
+                return bytes(body)
+            if tag == _JSON:
+                return json.loads(body)
+        except ValueError as exc:
+            raise SerializationError(f"stored value is not valid {tag!r} data: {exc}") from exc
+        raise SerializationError(
+            f"stored value has tag {tag!r}, which the JSON serializer does not read "
+            "(written by another serializer?)"
+        )
+
+
+class PickleSerializer:
+    """Any picklable value. Only for caches whose writers you trust: unpickling runs code."""
+
+    def __init__(self, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
+        self._protocol = protocol
+
+    def __repr__(self) -> str:
+        return f"PickleSerializer(protocol={self._protocol})"
+
+    def dumps(self, value: Any) -> bytes:
+        """Encode `value` (str and bytes without pickling)."""
+        kind = type(value)
+        if kind is str:
+            return _STR + value.encode("utf-8", "surrogatepass")
+        if kind is bytes:
+            return _BYTES + value
+        try:
+            return _PICKLE + pickle.dumps(value, protocol=self._protocol)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise SerializationError(f"cannot pickle {type(value).__name__}: {exc}") from exc
+
+    def loads(self, data: bytes) -> Any:
+        """Decode bytes written by `dumps` (or by `JsonSerializer`)."""
+        if data[:1] == _PICKLE:
+            try:
+                return pickle.loads(data[1:])  # noqa: S301 - opted into explicitly by the user
+            except Exception as exc:
+                raise SerializationError(f"stored pickle cannot be read: {exc}") from exc
+        return JsonSerializer().loads(data)
+
+
+def serializer_from(value: str | Serializer | None) -> Serializer:
+    """Resolve the `serializer` argument: `"json"` (default), `"pickle"`, or an object."""
+    if value is None or value == "json":
+        return JsonSerializer()
+    if value == "pickle":
+        return PickleSerializer()
+    if isinstance(value, Serializer) and not isinstance(value, str):
+        return value
+    raise ConfigurationError(
+        f"serializer must be 'json', 'pickle' or an object with dumps() and loads(), got {value!r}"
+    )
