@@ -1,0 +1,97 @@
+"""`LoopBound`: one resource (a client, a session) per event loop, rebuilt when the loop changes.
+
+Lambda handlers that call `asyncio.run()` per invocation get a new loop each time; a client made
+on the old loop would fail on the new one. Every loop-bound resource in polycache goes through
+this class, which notices the change and builds the resource anew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+__all__ = ["LoopBound"]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("polycache")
+
+
+class LoopBound(Generic[T]):
+    """Holds one `T` for the running event loop, created on first use.
+
+    Args:
+        create: Builds the resource; called once per loop, however many callers ask at once.
+        close: Releases a resource; called by `aclose`, and for a replaced resource whose loop
+            is still open.
+    """
+
+    __slots__ = ("_close", "_create", "_creating", "_loop", "_value")
+
+    def __init__(
+        self,
+        create: Callable[[], Awaitable[T]],
+        close: Callable[[T], Awaitable[None]] | None = None,
+    ) -> None:
+        self._create = create
+        self._close = close
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._value: T | None = None
+        self._creating: asyncio.Future[T] | None = None
+
+    @property
+    def current(self) -> T | None:
+        """The resource of the running loop, if it has been built (None outside a loop)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        return self._value if loop is self._loop else None
+
+    async def get(self) -> T:
+        """Return the resource of the running loop, building it if needed."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            if self._value is not None:
+                return self._value
+            if self._creating is not None:
+                return await asyncio.shield(self._creating)
+        else:
+            # The old resource belongs to a loop that is gone or not ours; it cannot be closed
+            # from here, and the loop's own shutdown reclaims its sockets.
+            self._loop = loop
+            self._value = None
+            self._creating = None
+        creating: asyncio.Future[T] = loop.create_future()
+        self._creating = creating
+        try:
+            value = await self._create()
+        except BaseException as exc:
+            if self._creating is creating:
+                self._creating = None
+            if isinstance(exc, Exception):
+                creating.set_exception(exc)
+                creating.exception()  # retrieved by whoever awaited it; never warn
+            else:
+                creating.cancel()
+            raise
+        if self._creating is creating and self._loop is loop:
+            self._value = value
+            self._creating = None
+        creating.set_result(value)
+        return value
+
+    async def aclose(self) -> None:
+        """Close the resource of the running loop, if any; the next `get` builds a new one."""
+        value, loop = self._value, self._loop
+        self._value, self._loop, self._creating = None, None, None
+        if value is None or self._close is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is running:
+            await self._close(value)
