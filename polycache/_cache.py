@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
 import os
@@ -184,8 +185,10 @@ class Cache:
         clock: Callable[[], float] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        if backend is not None and not isinstance(backend, str) and not isinstance(
-            backend, Backend
+        if (
+            backend is not None
+            and not isinstance(backend, str)
+            and not isinstance(backend, Backend)
         ):
             raise ConfigurationError(
                 f"backend must be a URL str or a Backend object, got {type(backend).__name__}"
@@ -382,7 +385,9 @@ class Cache:
         ):
             policy = _Policy(
                 ttl=policy.ttl if registered.ttl is None else registered.ttl,
-                stale_ttl=policy.stale_ttl if registered.stale_ttl is None else registered.stale_ttl,
+                stale_ttl=policy.stale_ttl
+                if registered.stale_ttl is None
+                else registered.stale_ttl,
                 stale_if_error=(
                     policy.stale_if_error
                     if registered.stale_if_error is None
@@ -408,7 +413,9 @@ class Cache:
         return replace(
             policy,
             ttl=policy.ttl if ttl is None else duration(ttl, name="ttl"),
-            stale_ttl=policy.stale_ttl if stale_ttl is None else duration(stale_ttl, name="stale_ttl"),
+            stale_ttl=policy.stale_ttl
+            if stale_ttl is None
+            else duration(stale_ttl, name="stale_ttl"),
         )
 
     # -- the public operations ----------------------------------------------------------------
@@ -508,9 +515,7 @@ class Cache:
             return
         await self._backend_call("delete", key, self._backend.delete(key))
 
-    async def refresh(
-        self, key: str, loader: Callable[[], Awaitable[Any]] | None = None
-    ) -> Any:
+    async def refresh(self, key: str, loader: Callable[[], Awaitable[Any]] | None = None) -> Any:
         """Reload `key` from its source now, store it and return the new value.
 
         Concurrent gets and refreshes of the key share this load.
@@ -577,7 +582,7 @@ class Cache:
         now = self._clock()
         for key, entry in zip(unique, entries, strict=True):
             route = routes[key]
-            loader = route.load if route is not None else None
+            loader: object = route.load if route is not None else None
             if (
                 route is not None
                 and isinstance(loader, BatchLoader)
@@ -661,11 +666,11 @@ class Cache:
             if read is None:
                 read = self._track(self._read(key))
                 self._reads[key] = read
-                read.add_done_callback(lambda _, key=key, read=read: self._forget_read(key, read))
+                read.add_done_callback(functools.partial(self._forget_read, key))
             entry = await asyncio.shield(read)
         return await self._decide(key, route, entry, self._clock())
 
-    def _forget_read(self, key: str, read: asyncio.Task[Entry | None]) -> None:
+    def _forget_read(self, key: str, read: asyncio.Future[Entry | None]) -> None:
         if self._reads.get(key) is read:
             del self._reads[key]
 
@@ -709,7 +714,7 @@ class Cache:
     ) -> asyncio.Future[Entry | None]:
         task = self._track(self._load(key, route, previous, serve_stale=not force))
         self._loads[key] = task
-        task.add_done_callback(lambda done: self._forget_load(key, done))
+        task.add_done_callback(functools.partial(self._forget_load, key))
         return task
 
     def _forget_load(self, key: str, done: asyncio.Future[Any]) -> None:
@@ -725,7 +730,7 @@ class Cache:
         counters = self._counters
         counters.loads += 1
         policy = route.policy
-        load = route.load
+        load: Any = route.load
         try:
             if (
                 isinstance(load, ConditionalLoader)
@@ -773,7 +778,8 @@ class Cache:
             and self._clock() <= previous.fresh_until + max(policy.stale_if_error, policy.stale_ttl)
         ):
             logger.warning(
-                "polycache: loading %r failed (%s); serving the previous value", key,
+                "polycache: loading %r failed (%s); serving the previous value",
+                key,
                 type(exc).__name__,
             )
             return previous
@@ -789,7 +795,7 @@ class Cache:
         for key, _, _ in batch:
             future: asyncio.Future[Entry | None] = loop.create_future()
             self._loads[key] = future
-            future.add_done_callback(lambda done, key=key: self._forget_load(key, done))
+            future.add_done_callback(functools.partial(self._forget_load, key))
             futures[key] = future
         self._track(self._load_batch(batch, futures))
         return futures
@@ -881,11 +887,12 @@ class Cache:
                 self._memory.discard(key)
                 return None
             return entry
-        stored = await self._backend_call("get", key, self._backend.get(key))
+        stored: Entry | None = await self._backend_call("get", key, self._backend.get(key))
         if stored is None or self._serializer is None or stored.negative:
             return stored
         try:
-            return replace(stored, value=self._serializer.loads(stored.value))
+            value = self._serializer.loads(stored.value)
+            return replace(stored, value=value)
         except SerializationError as exc:
             self._counters.backend_errors += 1
             logger.warning("polycache: cannot read the stored value of %r: %s", key, exc)

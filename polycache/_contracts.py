@@ -55,8 +55,15 @@ class Backend(Protocol):
         max_item_bytes: The largest serialized value the backend accepts, or None for no limit.
     """
 
-    stores_objects: bool
-    max_item_bytes: int | None
+    @property
+    def stores_objects(self) -> bool:
+        """True if Python objects are kept as they are; False if values must be bytes."""
+        ...
+
+    @property
+    def max_item_bytes(self) -> int | None:
+        """The largest serialized value accepted, or None for no limit."""
+        ...
 
     async def get(self, key: str) -> Entry | None:
         """Return the entry under `key`, or None if there is none or it has expired."""

@@ -25,7 +25,7 @@ class BackendError(PolycacheError):
     """The backend failed: network, protocol or authentication."""
 
 
-class BackendTimeout(BackendError, TimeoutError):
+class BackendTimeout(BackendError, TimeoutError):  # noqa: N818 - the design names it
     """A backend operation did not finish within `backend_timeout`."""
 
 

@@ -23,7 +23,7 @@ _loop_pid: int | None = None
 
 def _environment_loop() -> asyncio.AbstractEventLoop:
     """The event loop of this execution environment, created on first use."""
-    global _loop, _loop_pid  # noqa: PLW0603 - one loop per process is the point
+    global _loop, _loop_pid
     with _lock:
         # A forked child must not share its parent's loop (its selector is the parent's).
         if _loop is None or _loop.is_closed() or _loop_pid != os.getpid():

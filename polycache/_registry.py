@@ -31,12 +31,19 @@ def register_backend(scheme: str, factory: BackendFactory) -> None:
         factory: Called with the whole URL; returns a `Backend`. It should validate the URL and
             raise `ConfigurationError` for a bad one.
     """
-    if not isinstance(scheme, str) or not scheme or not scheme[0].isalpha() or not all(
-        character.isalnum() or character in "+-." for character in scheme
+    if (
+        not isinstance(scheme, str)
+        or not scheme
+        or not scheme[0].isalpha()
+        or not all(character.isalnum() or character in "+-." for character in scheme)
     ):
-        raise ConfigurationError(f"backend scheme must be a URL scheme such as 'redis', got {scheme!r}")
+        raise ConfigurationError(
+            f"backend scheme must be a URL scheme such as 'redis', got {scheme!r}"
+        )
     if not callable(factory):
-        raise ConfigurationError(f"backend factory for {scheme!r} must be callable, got {factory!r}")
+        raise ConfigurationError(
+            f"backend factory for {scheme!r} must be callable, got {factory!r}"
+        )
     _registered[scheme.lower()] = factory
 
 
@@ -72,7 +79,9 @@ def parse_options(url: str, accepted: Mapping[str, Callable[[str], object]]) -> 
         try:
             options[name] = accepted[name](raw)
         except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"option {name}={raw!r} in backend URL {url!r}: {exc}") from None
+            raise ConfigurationError(
+                f"option {name}={raw!r} in backend URL {url!r}: {exc}"
+            ) from None
     return options
 
 

@@ -37,12 +37,12 @@ def _check_json(value: object, path: str) -> None:
     kind = type(value)
     if kind is str or kind is int or kind is float or kind is bool or value is None:
         return
-    if kind is list:
-        for index, item in enumerate(value):  # type: ignore[arg-type]
+    if isinstance(value, list) and kind is list:
+        for index, item in enumerate(value):
             _check_json(item, f"{path}[{index}]")
         return
-    if kind is dict:
-        for name, item in value.items():  # type: ignore[attr-defined]
+    if isinstance(value, dict) and kind is dict:
+        for name, item in value.items():
             if type(name) is not str:
                 raise SerializationError(
                     f"JSON serializer: key {name!r} at {path} is {type(name).__name__}, "
@@ -65,11 +65,10 @@ class JsonSerializer:
 
     def dumps(self, value: Any) -> bytes:
         """Encode `value`."""
-        kind = type(value)
-        if kind is str:
-            return _STR + value.encode("utf-8", "surrogatepass")
-        if kind is bytes:
-            return _BYTES + value
+        if type(value) is str:
+            return _STR + str.encode(value, "utf-8", "surrogatepass")
+        if type(value) is bytes:
+            return _BYTES + bytes(value)
         _check_json(value, "value")
         try:
             text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -106,11 +105,10 @@ class PickleSerializer:
 
     def dumps(self, value: Any) -> bytes:
         """Encode `value` (str and bytes without pickling)."""
-        kind = type(value)
-        if kind is str:
-            return _STR + value.encode("utf-8", "surrogatepass")
-        if kind is bytes:
-            return _BYTES + value
+        if type(value) is str:
+            return _STR + str.encode(value, "utf-8", "surrogatepass")
+        if type(value) is bytes:
+            return _BYTES + bytes(value)
         try:
             return _PICKLE + pickle.dumps(value, protocol=self._protocol)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:

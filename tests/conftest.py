@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
-
 import pytest
 
 # Each stand-in's fixtures live beside it; a module is only listed once it exists.
@@ -39,11 +37,10 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's POLYCACHE_* or MOMENTO_* variables."""
     import os
 
     for name in list(os.environ):
         if name.startswith(("POLYCACHE_", "MOMENTO_")):
             monkeypatch.delenv(name)
-    yield

@@ -1,6 +1,7 @@
 """The byte layout of an `Entry` in a remote backend that stores one blob per key.
 
-    b"pc1" | flags: u8 | fresh_until, stale_until, expires_at: f64 | [validator: u16 + utf-8] | value
+    b"pc1" | flags: u8 | fresh_until, stale_until, expires_at: f64
+          | [validator length: u16, validator: utf-8] | value
 
 Times are epoch seconds, so an entry keeps its freshness across processes. The value is what
 the `Cache`'s serializer produced.

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from itertools import islice
 from collections.abc import Callable
+from itertools import islice
 
 from polycache._contracts import Entry
 from polycache._errors import ConfigurationError
@@ -36,7 +36,9 @@ class MemoryBackend:
         self, max_entries: int = DEFAULT_MAX_ENTRIES, *, clock: Callable[[], float] = time.time
     ) -> None:
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries <= 0:
-            raise ConfigurationError(f"max_entries must be an int greater than 0, got {max_entries!r}")
+            raise ConfigurationError(
+                f"max_entries must be an int greater than 0, got {max_entries!r}"
+            )
         self.max_entries = max_entries
         self._clock = clock
         # A plain dict keeps insertion order: re-inserting a key on every hit makes its order

@@ -10,15 +10,30 @@ import pytest
 from polycache import Backend, Cache, Entry, SerializationError, SourceNotFound
 
 
-def entry(value: object, *, ttl: float = 60.0, stale: float = 0.0, keep: float = 0.0,
-          validator: str | None = None, negative: bool = False) -> Entry:
+def entry(
+    value: object,
+    *,
+    ttl: float = 60.0,
+    stale: float = 0.0,
+    keep: float = 0.0,
+    validator: str | None = None,
+    negative: bool = False,
+) -> Entry:
     now = time.time()
-    return Entry(value, now + ttl, now + ttl + stale, now + ttl + max(stale, keep), validator, negative)
+    return Entry(
+        value, now + ttl, now + ttl + stale, now + ttl + max(stale, keep), validator, negative
+    )
 
 
-
-KEYS = ["plain", "users:42", "ssm:/prod/db/url", "s3://bucket/dir/file.json?x=1&y=2",
-        "ключ-日本", "a" * 200, "spaces and/slashes%20"]
+KEYS = [
+    "plain",
+    "users:42",
+    "ssm:/prod/db/url",
+    "s3://bucket/dir/file.json?x=1&y=2",
+    "ключ-日本",
+    "a" * 200,
+    "spaces and/slashes%20",
+]
 
 
 async def test_missing_key_is_none(backend: Backend) -> None:
@@ -92,8 +107,18 @@ async def test_usable_after_aclose(backend: Backend) -> None:
 
 # -- through a Cache -----------------------------------------------------------------------------
 
-VALUES = ["text ✓", b"\x00bytes\xff", {"a": [1, 2.5, None, True]}, [1, "two"], 42, 3.25, True,
-          "", b"", None]
+VALUES = [
+    "text ✓",
+    b"\x00bytes\xff",
+    {"a": [1, 2.5, None, True]},
+    [1, "two"],
+    42,
+    3.25,
+    True,
+    "",
+    b"",
+    None,
+]
 
 
 @pytest.mark.parametrize("value", VALUES, ids=repr)
@@ -156,7 +181,9 @@ async def test_two_caches_share_one_backend(backend: Backend) -> None:
     assert await writer.get("shared") is None
 
 
-async def test_cache_rejects_unserializable_without_touching_the_old_value(backend: Backend) -> None:
+async def test_cache_rejects_unserializable_without_touching_the_old_value(
+    backend: Backend,
+) -> None:
     cache = Cache(backend)
     await cache.set("k", "old")
     if backend.stores_objects:

@@ -44,7 +44,7 @@ class CountingMotoServer:
     def start(self) -> CountingMotoServer:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server.start()
-        wsgi_server = self._server._server  # noqa: SLF001 - the only handle on moto's WSGI app
+        wsgi_server = self._server._server  # moto offers no other handle on its WSGI app
         assert wsgi_server is not None
         wsgi_server.app = self._counting(wsgi_server.app)
         return self
@@ -73,19 +73,27 @@ class CountingMotoServer:
             self.calls.clear()
 
     def count(self, operation: str | None = None) -> int:
-        """Calls recorded for `operation` (`ssm.GetParameter`, or a prefix like `s3.`); all if None."""
+        """Calls recorded for `operation` (`ssm.GetParameter`, or a prefix like `s3.`).
+
+        With no operation, every call is counted.
+        """
         with self._lock:
             if operation is None:
                 return len(self.calls)
-            return sum(1 for call in self.calls if call == operation or (
-                operation.endswith(".") and call.startswith(operation)))
+            return sum(
+                1
+                for call in self.calls
+                if call == operation or (operation.endswith(".") and call.startswith(operation))
+            )
 
     def counts(self) -> collections.Counter[str]:
         with self._lock:
             return collections.Counter(self.calls)
 
     def _counting(self, app: WsgiApp) -> WsgiApp:
-        def counting_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        def counting_app(
+            environ: dict[str, Any], start_response: Callable[..., Any]
+        ) -> Iterable[bytes]:
             operation = _operation(environ)
             if operation is not None:
                 with self._lock:
