@@ -843,6 +843,10 @@ class Cache:
         fresh_until = now + policy.ttl
         stale_until = fresh_until + policy.stale_ttl if policy.stale_ttl else fresh_until
         keep = max(policy.stale_ttl, policy.stale_if_error)
+        if validator is not None:
+            # Kept one more ttl so that an expired entry can be revalidated (S3 If-None-Match)
+            # instead of downloaded again.
+            keep = max(keep, policy.ttl)
         expires_at = fresh_until + keep if keep else fresh_until
         return Entry(value, fresh_until, stale_until, expires_at, validator)
 
