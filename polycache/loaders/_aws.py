@@ -179,19 +179,24 @@ def translate_error(
         not_found: The error codes that mean the name does not exist for this source.
 
     Returns:
-        `SourceNotFound` for a code in `not_found`, `LoaderError` for anything else; an error
-        that already is a `LoaderError` comes back unchanged.
+        `SourceNotFound` for a code in `not_found`, `LoaderError` for anything else, with `exc`
+        as its `__cause__`; an error that already is a `LoaderError` comes back unchanged.
     """
     if isinstance(exc, LoaderError):
         return exc
     code = error_code(exc)
     operation = getattr(exc, "operation_name", None)
     during = f" during {operation}" if operation else ""
+    error: LoaderError
     if code in not_found:
-        return SourceNotFound(f"{key} not found ({code}{during})", key=key)
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return LoaderError(f"loading {key} timed out ({code}{during})", key=key)
-    return LoaderError(f"loading {key} failed: AWS error {code}{during}", key=key)
+        error = SourceNotFound(f"{key} not found ({code}{during})", key=key)
+    elif isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        error = LoaderError(f"loading {key} timed out ({code}{during})", key=key)
+    else:
+        error = LoaderError(f"loading {key} failed: AWS error {code}{during}", key=key)
+    # Chained here too, for errors a batch returns instead of raising.
+    error.__cause__ = exc
+    return error
 
 
 @contextlib.contextmanager
