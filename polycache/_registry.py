@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from typing import TypeVar, cast
-from urllib.parse import SplitResult, parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from polycache._contracts import Backend, BackendFactory
 from polycache._errors import ConfigurationError
@@ -138,9 +138,38 @@ def backend_from_url(url: str) -> Backend:
                 "polycache.register_backend)"
             )
         factory = _builtin_factory(scheme)
-    backend = factory(url)
+    factory_url, near_options = _split_near_options(url)
+    backend = factory(factory_url)
     if not isinstance(backend, Backend):
         raise ConfigurationError(
             f"the factory for {scheme}:// returned {type(backend).__name__}, which is not a Backend"
         )
+    if near_options:
+        if backend.stores_objects:
+            raise ConfigurationError(
+                f"local_max_entries and local_ttl add a near-cache in front of a remote backend; "
+                f"{scheme}:// already keeps entries in process (in {url!r})"
+            )
+        from polycache.backends.near import NearCacheBackend
+
+        return NearCacheBackend(backend, **near_options)  # type: ignore[arg-type]
     return backend
+
+
+# Options every remote backend takes: a near-cache in front of it (polycache.backends.near).
+_NEAR_OPTIONS: dict[str, Callable[[str], object]] = {
+    "local_max_entries": positive_int,
+    "local_ttl": seconds,
+}
+
+
+def _split_near_options(url: str) -> tuple[str, dict[str, object]]:
+    """Take the near-cache options out of `url`; the backend's factory never sees them."""
+    parts = split_url(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(name in _NEAR_OPTIONS for name, _ in pairs):
+        return url, {}
+    near_query = urlencode([(name, raw) for name, raw in pairs if name in _NEAR_OPTIONS])
+    options = parse_options(f"{parts.scheme}://?{near_query}", _NEAR_OPTIONS)
+    rest = [(name, raw) for name, raw in pairs if name not in _NEAR_OPTIONS]
+    return urlunsplit(parts._replace(query=urlencode(rest))), options
