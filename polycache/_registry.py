@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from typing import TypeVar, cast
-from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from polycache._contracts import Backend, BackendFactory
 from polycache._errors import ConfigurationError
@@ -165,11 +165,18 @@ _NEAR_OPTIONS: dict[str, Callable[[str], object]] = {
 
 def _split_near_options(url: str) -> tuple[str, dict[str, object]]:
     """Take the near-cache options out of `url`; the backend's factory never sees them."""
+    if "local_" not in url:
+        return url, {}
+    from urllib.parse import parse_qsl, urlencode
+
     parts = split_url(url)
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     if not any(name in _NEAR_OPTIONS for name, _ in pairs):
         return url, {}
     near_query = urlencode([(name, raw) for name, raw in pairs if name in _NEAR_OPTIONS])
     options = parse_options(f"{parts.scheme}://?{near_query}", _NEAR_OPTIONS)
-    rest = [(name, raw) for name, raw in pairs if name not in _NEAR_OPTIONS]
-    return urlunsplit(parts._replace(query=urlencode(rest))), options
+    rest = urlencode([(name, raw) for name, raw in pairs if name not in _NEAR_OPTIONS])
+    # Rebuilt by hand: urlunsplit would turn "memory://?..." into "memory:".
+    head = url.strip().split("?", 1)[0]
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return f"{head}?{rest}{fragment}" if rest else f"{head}{fragment}", options
