@@ -31,13 +31,22 @@ from polycache._errors import (
     SerializationError,
     SourceNotFound,
 )
+from polycache._flight import Flight
 from polycache._registry import backend_from_url
 from polycache._serializers import Serializer, serializer_from
-from polycache.backends.memory import MemoryBackend
+from polycache.backends.memory import (
+    NEGATIVE,
+    MemoryBackend,
+    Record,
+    entry_from_record,
+    record_from_entry,
+)
 
 __all__ = ["Cache", "Stats"]
 
 logger = logging.getLogger("polycache")
+
+_running_loop = asyncio.get_running_loop
 
 LoaderT = TypeVar("LoaderT", bound=LoaderFunction)
 
@@ -89,30 +98,52 @@ class _Counters:
         self.load_errors = self.backend_errors = self.uncached = 0
 
 
-@dataclass(frozen=True, slots=True)
+# The internal value classes below are plain slotted classes, not dataclasses: building a
+# dataclass costs about a millisecond at import, and `import polycache` is on the cold start.
+
+
 class _Policy:
-    ttl: float
-    stale_ttl: float
-    stale_if_error: float
-    negative_ttl: float
+    __slots__ = ("keep", "negative_ttl", "stale_if_error", "stale_ttl", "ttl")
+
+    def __init__(
+        self, ttl: float, stale_ttl: float, stale_if_error: float, negative_ttl: float
+    ) -> None:
+        self.ttl = ttl
+        self.stale_ttl = stale_ttl
+        self.stale_if_error = stale_if_error
+        self.negative_ttl = negative_ttl
+        # How long past freshness a backend keeps an entry: the stale window, or the
+        # stale-if-error window, whichever is longer.
+        self.keep = max(stale_ttl, stale_if_error)
 
 
-@dataclass(frozen=True, slots=True)
 class _Route:
     """How one key is loaded: the loader, the name it is called with, and the policy."""
 
-    load: LoaderFunction
-    name: str
-    policy: _Policy
+    __slots__ = ("load", "name", "policy")
+
+    def __init__(self, load: LoaderFunction, name: str, policy: _Policy) -> None:
+        self.load = load
+        self.name = name
+        self.policy = policy
 
 
-@dataclass(frozen=True, slots=True)
 class _RegisteredLoader:
-    load: LoaderFunction
-    ttl: float | None
-    stale_ttl: float | None
-    stale_if_error: float | None
-    negative_ttl: float | None
+    __slots__ = ("load", "negative_ttl", "stale_if_error", "stale_ttl", "ttl")
+
+    def __init__(
+        self,
+        load: LoaderFunction,
+        ttl: float | None = None,
+        stale_ttl: float | None = None,
+        stale_if_error: float | None = None,
+        negative_ttl: float | None = None,
+    ) -> None:
+        self.load = load
+        self.ttl = ttl
+        self.stale_ttl = stale_ttl
+        self.stale_if_error = stale_if_error
+        self.negative_ttl = negative_ttl
 
 
 class _Missing:
@@ -225,6 +256,11 @@ class Cache:
         self._memory: MemoryBackend | None = (
             self._backend if isinstance(self._backend, MemoryBackend) else None
         )
+        # The hit paths read the memory backend's dict directly (None when disabled: every get
+        # then takes the slow path, which misses and loads).
+        self._records: dict[str, Record] | None = (
+            None if self._memory is None or self._disabled else self._memory.records
+        )
         self._serializer: Serializer | None = (
             None if self._backend.stores_objects else self._serializer_object
         )
@@ -232,8 +268,8 @@ class Cache:
         self._counters = _Counters()
         # Loop-bound state, rebuilt when the running loop changes (asyncio.run per invocation).
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loads: dict[str, asyncio.Future[Entry | None]] = {}
-        self._reads: dict[str, asyncio.Task[Entry | None]] = {}
+        self._loads: dict[str, Flight[Entry | None]] = {}
+        self._reads: dict[str, Flight[Entry | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @classmethod
@@ -410,12 +446,13 @@ class Cache:
         policy = base or self._policy
         if ttl is None and stale_ttl is None:
             return policy
-        return replace(
-            policy,
+        return _Policy(
             ttl=policy.ttl if ttl is None else duration(ttl, name="ttl"),
             stale_ttl=policy.stale_ttl
             if stale_ttl is None
             else duration(stale_ttl, name="stale_ttl"),
+            stale_if_error=policy.stale_if_error,
+            negative_ttl=policy.negative_ttl,
         )
 
     # -- the public operations ----------------------------------------------------------------
@@ -435,12 +472,21 @@ class Cache:
             BackendError: The backend failed and the cache is not `fail_open`.
             ConfigurationError: `key` is not a non-empty str.
         """
-        memory = self._memory
-        if memory is not None and type(key) is str and not self._disabled:
-            entry = memory.peek(key)
-            if entry is not None and self._clock() < entry.fresh_until:
-                self._counters.hits += 1
-                return default if entry.negative else entry.value
+        records = self._records
+        if records is not None and type(key) is str:
+            # The hit path: no await, no allocation. Re-inserting marks the key recently used.
+            record = records.pop(key, None)
+            if record is not None:
+                records[key] = record
+                now = self._clock()
+                if now < record[1]:
+                    self._counters.hits += 1
+                    value = record[0]
+                    return default if value is NEGATIVE else value
+                if now < record[2] and key in self._loads and self._loop is _running_loop():
+                    # Stale, and its refresh is already running: serve at once.
+                    self._counters.stale_hits += 1
+                    return record[0]
         key = _check_key(key)
         route = self._route(key)
         entry = await self._lookup(key, route)
@@ -468,12 +514,20 @@ class Cache:
             SourceNotFound: `loader` raised it, now or within `negative_ttl`.
             LoaderError: The load failed and no stale value could stand in.
         """
-        memory = self._memory
-        if memory is not None and type(key) is str and not self._disabled:
-            entry = memory.peek(key)
-            if entry is not None and not entry.negative and self._clock() < entry.fresh_until:
-                self._counters.hits += 1
-                return entry.value
+        records = self._records
+        if records is not None and type(key) is str:
+            record = records.pop(key, None)
+            if record is not None:
+                records[key] = record
+                value = record[0]
+                if value is not NEGATIVE:
+                    now = self._clock()
+                    if now < record[1]:
+                        self._counters.hits += 1
+                        return value
+                    if now < record[2] and key in self._loads and self._loop is _running_loop():
+                        self._counters.stale_hits += 1
+                        return value
         key = _check_key(key)
         _check_loader(loader, "get_or_load's loader")
         route = _Route(_ZeroArgumentLoader(loader), key, self._policy_for(ttl, stale_ttl))
@@ -498,11 +552,24 @@ class Cache:
                 over the backend's item limit; nothing is sent.
             BackendError: The backend failed and the cache is not `fail_open`.
         """
+        memory = self._memory
+        if memory is not None and ttl is None and stale_ttl is None and type(key) is str and key:
+            # The set path for the memory backend with the cache's own durations.
+            policy = self._policy
+            fresh_until = self._clock() + policy.ttl
+            stale_until = fresh_until + policy.stale_ttl if policy.stale_ttl else fresh_until
+            expires_at = fresh_until + policy.keep if policy.keep else fresh_until
+            records = memory.records
+            records.pop(key, None)
+            records[key] = (value, fresh_until, stale_until, expires_at)
+            if len(records) > memory.max_entries:
+                memory.evict()
+            return
         key = _check_key(key)
         policy = self._policy_for(ttl, stale_ttl)
         entry = self._new_entry(value, policy, validator=None)
-        if self._memory is not None:
-            self._memory.put(key, entry)
+        if memory is not None:
+            memory.put(key, record_from_entry(entry))
             return
         stored = self._serialize(key, entry)
         await self._write(key, stored)
@@ -541,10 +608,10 @@ class Cache:
             )
         self._check_loop()
         previous = await self._read(key)
-        future = self._loads.get(key)
-        if future is None:
-            future = self._start_load(key, route, previous, force=True)
-        entry = await asyncio.shield(future)
+        flight = self._loads.get(key)
+        if flight is None:
+            flight = self._start_load(key, route, previous, force=True)
+        entry = await flight.wait()
         assert entry is not None
         if entry.negative:
             raise SourceNotFound(f"{key!r} was not found by its source", key=key)
@@ -599,9 +666,9 @@ class Cache:
                 key, route, entry = batch[0]
                 lookups[key] = self._decide(key, route, entry, now)
                 continue
-            for key, future in self._start_batch(batch).items():
+            for key, flight in self._start_batch(batch).items():
                 self._counters.misses += 1
-                lookups[key] = asyncio.shield(future)
+                lookups[key] = flight.wait()
         outcomes = await asyncio.gather(*lookups.values(), return_exceptions=True)
         first_error: BaseException | None = None
         for key, outcome in zip(lookups, outcomes, strict=True):
@@ -664,13 +731,14 @@ class Cache:
             # With a remote backend, concurrent callers of one key share one backend read.
             read = self._reads.get(key)
             if read is None:
-                read = self._track(self._read(key))
+                read = Flight(
+                    self._track(self._read(key)), functools.partial(self._forget_read, key)
+                )
                 self._reads[key] = read
-                read.add_done_callback(functools.partial(self._forget_read, key))
-            entry = await asyncio.shield(read)
+            entry = await read.wait()
         return await self._decide(key, route, entry, self._clock())
 
-    def _forget_read(self, key: str, read: asyncio.Future[Entry | None]) -> None:
+    def _forget_read(self, key: str, read: Flight[Entry | None]) -> None:
         if self._reads.get(key) is read:
             del self._reads[key]
 
@@ -692,10 +760,10 @@ class Cache:
         counters.misses += 1
         if route is None:
             return None
-        future = self._loads.get(key)
-        if future is None:
-            future = self._start_load(key, route, entry, force=False)
-        result = await asyncio.shield(future)
+        flight = self._loads.get(key)
+        if flight is None:
+            flight = self._start_load(key, route, entry, force=False)
+        result = await flight.wait()
         if result is not None and result is entry:
             # The load failed and the previous value stood in for it.
             counters.stale_hits += 1
@@ -711,18 +779,15 @@ class Cache:
 
     def _start_load(
         self, key: str, route: _Route, previous: Entry | None, *, force: bool
-    ) -> asyncio.Future[Entry | None]:
+    ) -> Flight[Entry | None]:
         task = self._track(self._load(key, route, previous, serve_stale=not force))
-        self._loads[key] = task
-        task.add_done_callback(functools.partial(self._forget_load, key))
-        return task
+        flight = Flight(task, functools.partial(self._forget_load, key))
+        self._loads[key] = flight
+        return flight
 
-    def _forget_load(self, key: str, done: asyncio.Future[Any]) -> None:
-        if self._loads.get(key) is done:
+    def _forget_load(self, key: str, flight: Flight[Entry | None]) -> None:
+        if self._loads.get(key) is flight:
             del self._loads[key]
-        if not done.cancelled():
-            # Marks the exception retrieved: callers who wanted it got it through shield().
-            done.exception()
 
     async def _load(
         self, key: str, route: _Route, previous: Entry | None, *, serve_stale: bool
@@ -789,16 +854,16 @@ class Cache:
 
     def _start_batch(
         self, batch: list[tuple[str, _Route, Entry | None]]
-    ) -> dict[str, asyncio.Future[Entry | None]]:
+    ) -> dict[str, Flight[Entry | None]]:
         loop = asyncio.get_running_loop()
         futures: dict[str, asyncio.Future[Entry | None]] = {}
+        flights: dict[str, Flight[Entry | None]] = {}
         for key, _, _ in batch:
-            future: asyncio.Future[Entry | None] = loop.create_future()
-            self._loads[key] = future
-            future.add_done_callback(functools.partial(self._forget_load, key))
-            futures[key] = future
+            futures[key] = loop.create_future()
+            flights[key] = Flight(futures[key], functools.partial(self._forget_load, key))
+            self._loads[key] = flights[key]
         self._track(self._load_batch(batch, futures))
-        return futures
+        return flights
 
     async def _load_batch(
         self,
@@ -842,7 +907,7 @@ class Cache:
         now = self._clock()
         fresh_until = now + policy.ttl
         stale_until = fresh_until + policy.stale_ttl if policy.stale_ttl else fresh_until
-        keep = max(policy.stale_ttl, policy.stale_if_error)
+        keep = policy.keep
         if validator is not None:
             # Kept one more ttl so that an expired entry can be revalidated (S3 If-None-Match)
             # instead of downloaded again.
@@ -869,7 +934,7 @@ class Cache:
 
     async def _store(self, key: str, entry: Entry) -> None:
         if self._memory is not None:
-            self._memory.put(key, entry)
+            self._memory.put(key, record_from_entry(entry))
             return
         try:
             stored = self._serialize(key, entry)
@@ -886,11 +951,13 @@ class Cache:
 
     async def _read(self, key: str) -> Entry | None:
         if self._memory is not None:
-            entry = self._memory.peek(key)
-            if entry is not None and entry.expires_at <= self._clock():
+            record = self._memory.peek(key)
+            if record is None:
+                return None
+            if record[3] <= self._clock():
                 self._memory.discard(key)
                 return None
-            return entry
+            return entry_from_record(record)
         stored: Entry | None = await self._backend_call("get", key, self._backend.get(key))
         if stored is None or self._serializer is None or stored.negative:
             return stored

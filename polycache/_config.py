@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from typing import TYPE_CHECKING, TypeAlias
 
 from polycache._errors import ConfigurationError
 
 __all__ = ["DEFAULTS", "Settings", "duration", "resolve_settings"]
 
-Duration = float | int | timedelta
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+Duration: TypeAlias = "float | int | timedelta"
 
 ENVIRONMENT_NAMES = {
     "backend": "POLYCACHE_BACKEND",
@@ -58,8 +62,10 @@ def duration(value: object, *, name: str, allow_zero: bool = True) -> float:
     Raises:
         ConfigurationError: naming `name`, if the value is not a finite, non-negative duration.
     """
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
+    # datetime costs a millisecond to import; if it is not imported, no timedelta exists.
+    datetime_module = sys.modules.get("datetime")
+    if datetime_module is not None and isinstance(value, datetime_module.timedelta):
+        seconds = float(value.total_seconds())
     elif isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     else:

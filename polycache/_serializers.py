@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from typing import Any, Protocol, runtime_checkable
 
 from polycache._errors import ConfigurationError, SerializationError
@@ -97,7 +96,7 @@ class JsonSerializer:
 class PickleSerializer:
     """Any picklable value. Only for caches whose writers you trust: unpickling runs code."""
 
-    def __init__(self, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
+    def __init__(self, protocol: int | None = None) -> None:
         self._protocol = protocol
 
     def __repr__(self) -> str:
@@ -109,14 +108,18 @@ class PickleSerializer:
             return _STR + str.encode(value, "utf-8", "surrogatepass")
         if type(value) is bytes:
             return _BYTES + bytes(value)
+        import pickle  # only callers who opted into pickle pay its import
+
         try:
-            return _PICKLE + pickle.dumps(value, protocol=self._protocol)
+            return _PICKLE + pickle.dumps(value, protocol=self._protocol or pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise SerializationError(f"cannot pickle {type(value).__name__}: {exc}") from exc
 
     def loads(self, data: bytes) -> Any:
         """Decode bytes written by `dumps` (or by `JsonSerializer`)."""
         if data[:1] == _PICKLE:
+            import pickle  # only callers who opted into pickle pay its import
+
             try:
                 return pickle.loads(data[1:])  # noqa: S301 - opted into explicitly by the user
             except Exception as exc:

@@ -60,6 +60,7 @@ class CacheModel(RuleBasedStateMachine):
     @precondition(lambda self: not self.model)
     def choose_backend(self, remote: bool) -> None:
         self.cache = self._new_cache(remote=remote)
+        self.loads.clear()
 
     @rule(key=KEYS, value=VALUES, ttl=st.integers(min_value=0, max_value=20))
     def set(self, key: str, value: Any, ttl: int) -> None:
