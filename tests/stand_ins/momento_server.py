@@ -55,7 +55,10 @@ class MomentoStandIn:
     def start(self, timeout: float = 30.0) -> MomentoStandIn:
         """Start the subprocess and wait until it serves."""
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        environment = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        environment = {
+            **os.environ,
+            "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        }
         command = [sys.executable, "-m", "tests.stand_ins.momento_server"]
         if self._initial_api_key is not None:
             command += ["--api-key", self._initial_api_key]
@@ -103,7 +106,9 @@ class MomentoStandIn:
 
     def url(self, cache_name: str, **options: object) -> str:
         """A `momento://` URL for this server."""
-        query = "&".join(f"{name}={value}" for name, value in {"endpoint": self.endpoint, **options}.items())
+        query = "&".join(
+            f"{name}={value}" for name, value in {"endpoint": self.endpoint, **options}.items()
+        )
         return f"momento://{cache_name}?{query}"
 
     def reset(self, caches: Iterable[str] = ()) -> None:
@@ -300,7 +305,9 @@ def _servicers(state: _State) -> tuple[Any, Any]:
         await admit("ListCaches", context)
         with state.lock:
             names = sorted(state.caches)
-        return control_pb._ListCachesResponse(cache=[control_pb._Cache(cache_name=name) for name in names])
+        return control_pb._ListCachesResponse(
+            cache=[control_pb._Cache(cache_name=name) for name in names]
+        )
 
     async def flush_cache(self: Any, request: Any, context: Any) -> Any:
         await admit("FlushCache", context)
@@ -328,10 +335,10 @@ def _servicers(state: _State) -> tuple[Any, Any]:
 class _ControlHandler(BaseHTTPRequestHandler):
     state: _State
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet."""
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         result = self._handle(self.path.strip("/"), body)
