@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from typing import TypeVar, cast
-from urllib.parse import SplitResult, parse_qsl, urlsplit
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from polycache._contracts import Backend, BackendFactory
 from polycache._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from urllib.parse import SplitResult
 
 __all__ = ["backend_from_url", "parse_options", "register_backend", "split_url"]
 
@@ -51,6 +53,8 @@ def split_url(url: str) -> SplitResult:
     """Split a backend URL, raising `ConfigurationError` if it is not `scheme://...`."""
     if not isinstance(url, str):
         raise ConfigurationError(f"backend URL must be a str, got {type(url).__name__}")
+    from urllib.parse import urlsplit  # 2 ms at import; the default URL needs none
+
     parts = urlsplit(url.strip())
     if not parts.scheme or "://" not in url:
         raise ConfigurationError(
@@ -66,6 +70,8 @@ def parse_options(url: str, accepted: Mapping[str, Callable[[str], object]]) -> 
     Raises:
         ConfigurationError: an option that is unknown, repeated, or whose value is malformed.
     """
+    from urllib.parse import parse_qsl  # see split_url
+
     parts = split_url(url)
     options: dict[str, object] = {}
     for name, raw in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
@@ -128,7 +134,7 @@ def _builtin_factory(scheme: str) -> BackendFactory:
 
 def backend_from_url(url: str) -> Backend:
     """Build the backend that `url` names, validating the URL eagerly."""
-    scheme = split_url(url).scheme.lower()
+    scheme = "memory" if url == "memory://" else split_url(url).scheme.lower()
     factory = _registered.get(scheme)
     if factory is None:
         if scheme not in _BUILTIN:

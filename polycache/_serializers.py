@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Protocol, runtime_checkable
 
 from polycache._errors import ConfigurationError, SerializationError
@@ -69,6 +68,8 @@ class JsonSerializer:
         if type(value) is bytes:
             return _BYTES + bytes(value)
         _check_json(value, "value")
+        import json  # imported on first use: only remote backends serialize
+
         try:
             text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         except ValueError as exc:
@@ -78,6 +79,8 @@ class JsonSerializer:
     def loads(self, data: bytes) -> Any:
         """Decode bytes written by `dumps`."""
         tag, body = data[:1], data[1:]
+        import json  # imported on first use: only remote backends serialize
+
         try:
             if tag == _STR:
                 return body.decode("utf-8", "surrogatepass")
