@@ -53,7 +53,8 @@ def _names(keys: tuple[str, ...], named_keys: Mapping[str, str]) -> dict[str, st
 
 def _check_accepts(handler: Callable[..., Any], names: Mapping[str, str]) -> None:
     try:
-        parameters = inspect.signature(handler).parameters.values()
+        # Not followed through functools.wraps: the wrapper is what will be called.
+        parameters = inspect.signature(handler, follow_wrapped=False).parameters.values()
     except (TypeError, ValueError):
         return  # a builtin or a C callable: nothing to check
     if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):

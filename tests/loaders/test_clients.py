@@ -1,0 +1,90 @@
+"""One client per service per event loop, rebuilt when the loop changes; lazy imports."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from polycache import Cache
+from polycache.loaders import _aws
+from tests.stand_ins.moto_server import CountingMotoServer
+
+pytestmark = pytest.mark.moto
+
+
+async def test_one_client_per_service_on_a_loop(aws: CountingMotoServer) -> None:
+    ssm = await _aws.client("ssm")
+    again, *concurrent = await asyncio.gather(*(_aws.client("ssm") for _ in range(5)))
+
+    assert again is ssm
+    assert all(client is ssm for client in concurrent)
+    assert await _aws.client("dynamodb") is not ssm
+    config = ssm.meta.config
+    assert config.retries["mode"] == "standard"
+    assert config.connect_timeout == _aws.CONNECT_TIMEOUT
+    assert config.read_timeout == _aws.READ_TIMEOUT
+    assert ssm.meta.endpoint_url == aws.url
+
+
+def test_a_new_loop_rebuilds_the_client(aws: CountingMotoServer, boto: Any) -> None:
+    boto("ssm").put_parameter(Name="/loop/test", Value="v", Type="String")
+    cache = Cache(ttl=0)  # every get loads: each asyncio.run reaches AWS
+    clients: list[Any] = []
+
+    async def invocation() -> Any:
+        clients.append(await _aws.client("ssm"))
+        return await cache.get("ssm:/loop/test")
+
+    assert asyncio.run(invocation()) == "v"
+    assert asyncio.run(invocation()) == "v"
+
+    assert clients[0] is not clients[1]
+    assert aws.count("ssm.GetParameter") == 2
+
+    async def close() -> None:
+        await _aws.close_clients()
+
+    asyncio.run(close())
+
+
+async def test_close_clients_makes_new_ones(aws: CountingMotoServer) -> None:
+    first = await _aws.client("ssm")
+    await _aws.close_clients()
+    assert await _aws.client("ssm") is not first
+
+
+async def test_an_injected_session_is_used(aws: CountingMotoServer) -> None:
+    import aioboto3
+
+    made: list[str] = []
+
+    class RecordingSession(aioboto3.Session):  # type: ignore[misc]
+        def client(self, service: str, **arguments: Any) -> Any:
+            made.append(service)
+            return super().client(service, **arguments)
+
+    _aws.use_session(RecordingSession())
+    try:
+        await _aws.client("secretsmanager")
+        assert made == ["secretsmanager"]
+    finally:
+        await _aws.close_clients()
+        _aws.use_session(None)
+
+
+def test_importing_the_loaders_does_not_import_the_aws_sdk() -> None:
+    code = (
+        "import sys, polycache, polycache.loaders.ssm, polycache.loaders.s3, "
+        "polycache.loaders.secretsmanager, polycache.loaders.dynamodb, polycache._inject\n"
+        "sdk = ('aioboto3', 'aiobotocore', 'botocore', 'boto3')\n"
+        "heavy = [name for name in sdk if name in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,162 @@
+"""Every AWS error maps to SourceNotFound or LoaderError, and no secret ever leaks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from polycache import Cache, LoaderError, SourceNotFound
+from polycache.loaders import _aws
+from polycache.loaders.dynamodb import DynamoDbLoader
+from polycache.loaders.s3 import S3Loader
+from polycache.loaders.secretsmanager import SecretsManagerLoader
+from polycache.loaders.ssm import SsmLoader
+from tests.conftest import FakeClock
+from tests.loaders.conftest import FailingClient, client_error, clients_returning
+from tests.stand_ins.moto_server import CountingMotoServer
+
+SECRET = "s3cr3t-Value-9f2c"
+
+
+@pytest.mark.moto
+@pytest.mark.parametrize(
+    ("loader_class", "name", "key", "code"),
+    [
+        (SsmLoader, "/missing/parameter", "ssm:/missing/parameter", "ParameterNotFound"),
+        (
+            SecretsManagerLoader,
+            "missing/secret",
+            "secretsmanager:missing/secret",
+            "ResourceNotFoundException",
+        ),
+        (S3Loader, "present-bucket/missing-key", "s3://present-bucket/missing-key", "NoSuchKey"),
+        (DynamoDbLoader, "present_table?id=1", "dynamodb://present_table?id=1", None),
+    ],
+)
+async def test_not_found_maps_to_source_not_found(
+    aws: CountingMotoServer, boto: Any, loader_class: Any, name: str, key: str, code: str | None
+) -> None:
+    boto("s3").create_bucket(Bucket="present-bucket")
+    boto("dynamodb").create_table(
+        TableName="present_table",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+    with pytest.raises(SourceNotFound) as raised:
+        await loader_class()(name)
+
+    assert raised.value.key == key
+    if code is None:  # a missing DynamoDB item is an empty answer, not an AWS error
+        assert "no such item" in str(raised.value)
+    else:
+        assert code in str(raised.value)
+        assert isinstance(raised.value.__cause__, ClientError)
+        assert raised.value.__cause__.response["Error"]["Code"] == code
+    # Through the cache: the default, and the not-found remembered.
+    cache = Cache(ttl=60)
+    aws.clear_calls()
+    assert await cache.get(key, "default") == "default"
+    assert await cache.get(key, "again") == "again"
+    assert aws.count() == (2 if loader_class is DynamoDbLoader else 1)  # + DescribeTable
+
+
+LOADERS = [
+    ("ssm", SsmLoader, "/prod/db/url", "ssm:/prod/db/url"),
+    ("secretsmanager", SecretsManagerLoader, "prod/db", "secretsmanager:prod/db"),
+    ("s3", S3Loader, "bucket/key", "s3://bucket/key"),
+    ("dynamodb", DynamoDbLoader, "table?id=1", "dynamodb://table?id=1"),
+]
+
+
+@pytest.mark.parametrize(("scheme", "loader_class", "name", "key"), LOADERS)
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("AccessDeniedException", 400),
+        ("AccessDenied", 403),
+        ("ThrottlingException", 400),
+        ("ProvisionedThroughputExceededException", 400),
+        ("InternalServerError", 500),
+    ],
+)
+async def test_other_errors_map_to_loader_error_naming_key_and_code(
+    scheme: str, loader_class: Any, name: str, key: str, code: str, status: int
+) -> None:
+    error = client_error(code, "SomeOperation", status)
+    loader = loader_class(clients=clients_returning(FailingClient(error)))
+    cache = Cache(ttl=60)
+    cache.register_loader(scheme, loader)
+
+    with pytest.raises(LoaderError) as raised:
+        await cache.get(f"{key}")
+
+    assert not isinstance(raised.value, SourceNotFound)
+    assert key in str(raised.value)
+    assert code in str(raised.value)
+    assert raised.value.key == key
+    assert raised.value.__cause__ is error
+
+
+async def test_errors_that_are_not_client_errors_are_named_too() -> None:
+    error = TimeoutError()
+    loader = SsmLoader(clients=clients_returning(FailingClient(error)))
+    with pytest.raises(LoaderError, match=r"ssm:/x timed out \(TimeoutError\)") as raised:
+        await loader("/x")
+    assert raised.value.__cause__ is error
+
+
+async def test_batches_map_errors_per_name() -> None:
+    error = client_error("AccessDeniedException", "GetParameters")
+    values = await SsmLoader(clients=clients_returning(FailingClient(error))).load_many(
+        ["/a", "/b"]
+    )
+    assert {name: type(value) for name, value in values.items()} == {
+        "/a": LoaderError,
+        "/b": LoaderError,
+    }
+    assert values["/a"].key == "ssm:/a"
+    assert values["/b"].__cause__ is error
+
+
+@pytest.mark.moto
+async def test_secret_values_never_appear_in_logs_reprs_or_messages(
+    aws: CountingMotoServer, boto: Any, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="polycache")
+    boto("secretsmanager").create_secret(Name="prod/token", SecretString=f"not json {SECRET}")
+    boto("ssm").put_parameter(Name="/prod/token", Value=SECRET, Type="SecureString")
+    cache = Cache(ttl=10, stale_if_error=600, clock=clock)
+    json_loader = SecretsManagerLoader(transform="json")
+    cache.register_loader("json-secret", json_loader)
+    texts: list[str] = [repr(cache), repr(json_loader), repr(SsmLoader())]
+
+    assert await cache.get("secretsmanager:prod/token") == f"not json {SECRET}"
+    assert await cache.get("ssm:/prod/token") == SECRET
+    with pytest.raises(LoaderError) as bad_json:
+        await cache.get("json-secret:prod/token")
+    texts += [str(bad_json.value), repr(bad_json.value), repr(bad_json.value.__cause__)]
+    # A failing refresh serves the old secret and logs the failure.
+    failing = SsmLoader(clients=clients_returning(FailingClient(client_error("Throttling", "Op"))))
+    cache.register_loader("ssm", failing)
+    clock.advance(11)
+    assert await cache.get("ssm:/prod/token") == SECRET
+    texts += [repr(cache.stats), repr(cache.backend)]
+
+    assert caplog.records, "the stale-if-error serve should have been logged"
+    for text in [*texts, caplog.text]:
+        assert SECRET not in text
+
+
+def test_error_code_reads_client_errors_and_anything_else() -> None:
+    assert _aws.error_code(client_error("ParameterNotFound", "GetParameter")) == "ParameterNotFound"
+    assert (
+        _aws.error_code(ClientError({"ResponseMetadata": {"HTTPStatusCode": 304}}, "Get")) == "304"
+    )
+    assert _aws.error_code(ValueError("x")) == "ValueError"
+    original = LoaderError("already ours", key="k")
+    assert _aws.translate_error(original, "other") is original
