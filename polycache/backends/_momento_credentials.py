@@ -6,6 +6,7 @@ credential provider is built from it later, on first use of the backend.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -33,6 +34,7 @@ API_KEY_VARIABLE = "MOMENTO_API_KEY"
 ENDPOINT_VARIABLE = "MOMENTO_ENDPOINT"
 SECRET_VARIABLE = "POLYCACHE_MOMENTO_API_KEY_SECRET"  # noqa: S105 - a variable name, not a secret
 _SECRET_FIELDS = ("MOMENTO_API_KEY", "MOMENTO_AUTH_TOKEN")
+_BASE64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=")
 
 logger = logging.getLogger("polycache")
 
@@ -123,7 +125,7 @@ class SecretCredentials:
         fetch: Reads a secret's string; defaults to polycache's Secrets Manager loader.
     """
 
-    __slots__ = ("_endpoint", "_fetch", "secret_name")
+    __slots__ = ("_endpoint", "_fetch", "_reading", "secret_name")
 
     def __init__(
         self,
@@ -135,19 +137,34 @@ class SecretCredentials:
         self.secret_name = secret_name
         self._endpoint = endpoint
         self._fetch = fetch
+        self._reading: asyncio.Task[MomentoCredentials] | None = None
 
     def __repr__(self) -> str:
         return f"SecretCredentials(secret_name={self.secret_name!r})"
 
     async def __call__(self) -> MomentoCredentials | None:
         """Return the key from the secret, reading it on the first call in this process."""
-        cache_key = (self.secret_name, self._fetch)
-        credentials = _fetched.get(cache_key)
-        if credentials is None:
-            credentials = parse_secret(
-                await self._read(), secret_name=self.secret_name, endpoint=self._endpoint
-            )
-            _fetched[cache_key] = credentials
+        credentials = _fetched.get((self.secret_name, self._fetch))
+        if credentials is not None:
+            return credentials
+        reading = self._reading
+        if (
+            reading is None
+            or reading.done()
+            or reading.get_loop() is not asyncio.get_running_loop()
+        ):
+            reading = asyncio.ensure_future(self._read_and_remember())
+            reading.add_done_callback(_retrieve)
+            self._reading = reading
+        # Shielded: a caller that times out (the first operation of a cold start) leaves the
+        # read running, so that the next operation finds the key instead of starting over.
+        return await asyncio.shield(reading)
+
+    async def _read_and_remember(self) -> MomentoCredentials:
+        credentials = parse_secret(
+            await self._read(), secret_name=self.secret_name, endpoint=self._endpoint
+        )
+        _fetched[(self.secret_name, self._fetch)] = credentials
         return credentials
 
     async def _read(self) -> str:
@@ -173,6 +190,12 @@ class SecretCredentials:
         return secret
 
 
+def _retrieve(task: asyncio.Task[MomentoCredentials]) -> None:
+    """Mark a failed read's error as seen: the callers that awaited it have it already."""
+    if not task.cancelled():
+        task.exception()
+
+
 async def _secrets_manager_fetch(secret_name: str) -> str:
     from polycache.loaders.secretsmanager import SecretsManagerLoader
 
@@ -191,12 +214,12 @@ def parse_secret(secret: str, *, secret_name: str, endpoint: str | None) -> Mome
     text = secret.strip()
     if not text:
         raise ConfigurationError(f"{where} is empty; store the Momento API key in it")
-    if text.startswith("{"):
+    if text[0] in '{["':
         try:
             document = json.loads(text)
         except ValueError:
             # The decode error keeps the whole document, which is the secret: do not chain it.
-            raise ConfigurationError(f"{where} starts with '{{' but is not valid JSON") from None
+            raise ConfigurationError(f"{where} looks like JSON but is not valid JSON") from None
         fields = " or ".join(_SECRET_FIELDS)
         if not isinstance(document, dict):
             raise ConfigurationError(f"{where} must be a JSON object with a {fields} field")
@@ -224,7 +247,11 @@ def check_api_key(api_key: str, *, source: str) -> None:
     if any(character.isspace() for character in api_key):
         raise ConfigurationError(f"{source} holds a Momento API key with whitespace in it")
     segments = api_key.split(".")
-    if len(segments) != 3 or not all(segments[:2]):
+    if (
+        len(segments) != 3
+        or not all(segments[:2])
+        or not all(character in _BASE64URL for segment in segments for character in segment)
+    ):
         raise ConfigurationError(
             f"{source} does not hold a Momento API key (expected a token of three "
             "dot-separated parts, as the Momento console issues)"
