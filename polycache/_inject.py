@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
@@ -18,9 +17,6 @@ __all__ = ["inject"]
 
 HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
 
-_NOT_IDENTIFIER = re.compile(r"\W")
-
-
 def _default_name(key: str) -> str:
     """The last path segment of a key's name, as an identifier: `ssm:/prod/db/url:3` -> `url`."""
     name = key.partition(":")[2] if ":" in key else key
@@ -30,7 +26,9 @@ def _default_name(key: str) -> str:
     if not key.startswith("secretsmanager:"):
         # An SSM version or label selector is not part of the name.
         segment = segment.split(":", 1)[0]
-    identifier = _NOT_IDENTIFIER.sub("_", segment)
+    identifier = "".join(
+        character if character.isalnum() or character == "_" else "_" for character in segment
+    )
     if not identifier or identifier[0].isdigit():
         identifier = f"_{identifier}"
     return identifier
