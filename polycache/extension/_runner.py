@@ -64,9 +64,6 @@ async def run(
     name = env.get("POLYCACHE_EXTENSION_NAME", "").strip() or program
     api = api_factory(runtime_api) if runtime_api else None
     try:
-        if api is not None:
-            # Registering first lets a failure below be reported to Lambda as an init error.
-            await api.register(name, _EVENTS)
         return await _serve(env, name, api, sources, stop)
     except ExtensionsApiError as exc:
         # The cause is in the message; a traceback would only add noise to the function's log.
@@ -89,7 +86,7 @@ async def _serve(
         _configure_logging(settings.log_level)
         config = load_sample_config(settings.config_path)
     except ConfigurationError as exc:
-        return await _failed_start(api, "Extension.ConfigurationError", str(exc))
+        return await _failed_start(api, name, "Extension.ConfigurationError", str(exc))
     sources = sources or AwsSources(timeout=settings.source_timeout)
     reads = ReadThrough(settings, sources, config)
     status = Status()
@@ -103,11 +100,15 @@ async def _serve(
     try:
         site = web.TCPSite(runner, _HOST, settings.port, backlog=1024, reuse_address=True)
         try:
+            # Serving before registering: the function's own INIT may already call us.
             await site.start()
         except OSError as exc:
             return await _failed_start(
-                api, "Extension.BindError", f"cannot serve on {_HOST}:{settings.port}: {exc}"
+                api, name, "Extension.BindError", f"cannot serve on {_HOST}:{settings.port}: {exc}"
             )
+        if api is not None:
+            await api.register(name, _EVENTS)
+            status.registered = True
         logger.info(
             "polycache-extension: serving on http://%s:%d as %s (%s)",
             _HOST,
@@ -116,11 +117,11 @@ async def _serve(
             "registered with Lambda" if api is not None else "standalone",
         )
         if settings.init_startup and (config.parameters or config.items):
+            # Before the first event/next, so that it is done before the first invoke.
             await reads.prefetch()
         if api is None:
             await stop.wait()
         else:
-            status.registered = True
             await _follow_events(api, status, stop)
     finally:
         await _shut_down(runner, reads)
@@ -149,10 +150,12 @@ async def _follow_events(api: ExtensionsApi, status: Status, stop: asyncio.Event
         stopping.cancel()
 
 
-async def _failed_start(api: ExtensionsApi | None, error_type: str, message: str) -> int:
+async def _failed_start(api: ExtensionsApi | None, name: str, error_type: str, message: str) -> int:
     logger.error("polycache-extension: cannot start: %s", message)
     if api is not None:
+        # Lambda takes an init error only from a registered extension.
         with contextlib.suppress(ExtensionsApiError):
+            await api.register(name, _EVENTS)
             await api.init_error(error_type, message)
     return 1
 
