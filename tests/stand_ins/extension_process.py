@@ -105,7 +105,8 @@ class ExtensionProcess:
         while True:
             if self.returncode is not None:
                 raise RuntimeError(
-                    f"the extension exited with {self.returncode} before it was ready:\n{self.log()}"
+                    f"the extension exited with {self.returncode} before it was ready:\n"
+                    f"{self.log()}"
                 )
             try:
                 if self.health() is not None:
@@ -117,9 +118,9 @@ class ExtensionProcess:
                 raise TimeoutError(f"the extension was not ready within {timeout} s:\n{self.log()}")
             time.sleep(0.02)
 
-    async def wait_ready_async(self, timeout: float = 20.0) -> None:
+    async def wait_ready_async(self, limit: float = 20.0) -> None:
         """`wait_ready` without blocking the running event loop."""
-        await asyncio.to_thread(self.wait_ready, timeout)
+        await asyncio.to_thread(self.wait_ready, limit)
 
     def health(self) -> dict[str, Any] | None:
         """`/health`'s JSON, or None if it did not answer 200."""
@@ -199,4 +200,3 @@ class ExtensionProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
