@@ -487,6 +487,12 @@ class Cache:
                     # Stale, and its refresh is already running: serve at once.
                     self._counters.stale_hits += 1
                     return record[0]
+            flight = self._loads.get(key)
+            if flight is not None and self._loop is _running_loop():
+                # A stampede: the key is being loaded; wait for that load, skip the routing.
+                self._counters.misses += 1
+                entry = await flight.wait()
+                return default if entry is None or entry.negative else entry.value
         key = _check_key(key)
         route = self._route(key)
         entry = await self._lookup(key, route)
@@ -528,6 +534,12 @@ class Cache:
                     if now < record[2] and key in self._loads and self._loop is _running_loop():
                         self._counters.stale_hits += 1
                         return value
+            flight = self._loads.get(key)
+            if flight is not None and self._loop is _running_loop():
+                self._counters.misses += 1
+                joined = await flight.wait()
+                if joined is not None and not joined.negative:
+                    return joined.value
         key = _check_key(key)
         _check_loader(loader, "get_or_load's loader")
         route = _Route(_ZeroArgumentLoader(loader), key, self._policy_for(ttl, stale_ttl))
