@@ -31,6 +31,7 @@ from polycache._errors import (
     SerializationError,
     SourceNotFound,
 )
+from polycache._inject import inject
 from polycache._lambda import lambda_handler
 from polycache._registry import register_backend
 from polycache._serializers import JsonSerializer, PickleSerializer, Serializer
@@ -58,6 +59,7 @@ __all__ = [
     "Settings",
     "SourceNotFound",
     "Stats",
+    "inject",
     "lambda_handler",
     "register_backend",
 ]
