@@ -158,7 +158,7 @@ def backend_from_url(url: str) -> Backend:
             )
         from polycache.backends.near import NearCacheBackend
 
-        return NearCacheBackend(backend, **near_options)  # type: ignore[arg-type]
+        return NearCacheBackend.from_options(backend, near_options)
     return backend
 
 

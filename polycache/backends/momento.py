@@ -314,7 +314,21 @@ class MomentoBackend:
                 "endpoint": _endpoint_option,
             },
         )
-        return cls(parts.netloc, **options)  # type: ignore[arg-type]
+        default_ttl = options.get("default_ttl", DEFAULT_TTL)
+        request_timeout = options.get("request_timeout", DEFAULT_REQUEST_TIMEOUT)
+        create_cache = options.get("create_cache", False)
+        endpoint = options.get("endpoint")
+        assert isinstance(default_ttl, float)
+        assert isinstance(request_timeout, float)
+        assert isinstance(create_cache, bool)
+        assert endpoint is None or isinstance(endpoint, tuple)
+        return cls(
+            parts.netloc,
+            default_ttl=default_ttl,
+            request_timeout=request_timeout,
+            create_cache=create_cache,
+            endpoint=endpoint,
+        )
 
     def __repr__(self) -> str:
         endpoint = "momento" if self._endpoint is None else "{}:{}".format(*self._endpoint)

@@ -6,7 +6,7 @@ Any remote backend URL takes it: `momento://sessions?local_max_entries=1000&loca
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import islice
 from typing import Final
 
@@ -79,6 +79,25 @@ class NearCacheBackend:
         # Counts local writes and deletes: a remote read that overlapped one may have fetched
         # the value it replaced, so its result is returned but not held.
         self._writes = 0
+
+    @classmethod
+    def from_options(cls, remote: Backend, options: Mapping[str, object]) -> NearCacheBackend:
+        """Wrap `remote` with the `local_max_entries` and `local_ttl` of a backend URL.
+
+        Raises:
+            ConfigurationError: An option of the wrong type or out of range.
+        """
+        local_max_entries = options.get("local_max_entries", DEFAULT_LOCAL_MAX_ENTRIES)
+        local_ttl = options.get("local_ttl", DEFAULT_LOCAL_TTL)
+        if not isinstance(local_max_entries, int):
+            raise ConfigurationError(
+                f"local_max_entries must be an int greater than 0, got {local_max_entries!r}"
+            )
+        if not isinstance(local_ttl, int | float):
+            raise ConfigurationError(
+                f"local_ttl must be a positive number of seconds, got {local_ttl!r}"
+            )
+        return cls(remote, local_max_entries=local_max_entries, local_ttl=local_ttl)
 
     def __repr__(self) -> str:
         return (
