@@ -1,0 +1,218 @@
+"""The extension:// backend: URLs, errors, fail-open, and sharing entries across processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from polycache import BackendError, BackendTimeout, Cache, ConfigurationError, Entry
+from polycache.backends.extension import ExtensionBackend
+from tests.stand_ins.extension_process import ExtensionProcess, free_port
+
+
+def entry(value: bytes, ttl: float = 60.0) -> Entry:
+    now = time.time()
+    return Entry(value, now + ttl, now + ttl, now + ttl)
+
+
+# -- URLs ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "timeout", "limit"),
+    [
+        ("extension://127.0.0.1:4000", "127.0.0.1", 4000, 0.5, 1024 * 1024),
+        ("extension://localhost", "localhost", 4000, 0.5, 1024 * 1024),
+        ("extension://127.0.0.1:2773/?timeout=0.2", "127.0.0.1", 2773, 0.2, 1024 * 1024),
+        ("extension://127.0.0.1:4000?max_item_bytes=5000", "127.0.0.1", 4000, 0.5, 5000),
+    ],
+)
+def test_from_url(url: str, host: str, port: int, timeout: float, limit: int) -> None:
+    backend = ExtensionBackend.from_url(url)
+    assert (backend.host, backend.port, backend.timeout, backend.max_item_bytes) == (
+        host,
+        port,
+        timeout,
+        limit,
+    )
+    assert backend.stores_objects is False
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("extension://10.0.0.1:4000", "127.0.0.1 or localhost"),
+        ("extension://example.com", "127.0.0.1 or localhost"),
+        ("extension://", "127.0.0.1 or localhost"),
+        ("extension://127.0.0.1:99999", "port"),
+        ("extension://127.0.0.1:port", "port"),
+        ("extension://127.0.0.1:4000/cache", "no user, path"),
+        ("extension://user:pw@127.0.0.1:4000", "no user, path"),
+        ("extension://127.0.0.1:4000?timeout=0", "timeout"),
+        ("extension://127.0.0.1:4000?timeout=soon", "timeout"),
+        ("extension://127.0.0.1:4000?max_item_bytes=-1", "max_item_bytes"),
+        ("extension://127.0.0.1:4000?colour=blue", "unknown option"),
+    ],
+)
+def test_bad_urls(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        ExtensionBackend.from_url(url)
+
+
+def test_cache_builds_it_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLYCACHE_BACKEND", "extension://127.0.0.1:4321?timeout=0.1")
+    cache = Cache.from_env()
+    assert isinstance(cache.backend, ExtensionBackend)
+    assert cache.backend.port == 4321
+
+
+def test_the_token_defaults_to_the_session_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "from-the-environment")
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("X-Aws-Parameters-Secrets-Token"))
+        return httpx.Response(404)
+
+    backend = ExtensionBackend(transport=httpx.MockTransport(handler))
+    assert asyncio.run(backend.get("k")) is None
+    assert seen == ["from-the-environment"]
+    assert "from-the-environment" not in repr(backend)
+
+
+# -- errors, translated in one place -------------------------------------------------------------
+
+
+def _backend(handler: object) -> ExtensionBackend:
+    return ExtensionBackend(token="t", transport=httpx.MockTransport(handler))  # type: ignore[arg-type]
+
+
+async def test_error_statuses_become_backend_errors() -> None:
+    backend = _backend(lambda request: httpx.Response(413, json={"error": "too_large"}))
+    with pytest.raises(BackendError, match=r"413 \(too_large\) to the set of 'k'"):
+        await backend.set("k", entry(b"v"))
+
+
+async def test_an_answer_without_freshness_is_a_backend_error() -> None:
+    backend = _backend(lambda request: httpx.Response(200, content=b"v"))
+    with pytest.raises(BackendError, match="freshness") as raised:
+        await backend.get("k")
+    assert isinstance(raised.value.__cause__, KeyError)
+
+
+async def test_timeouts_become_backend_timeouts() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    with pytest.raises(BackendTimeout) as raised:
+        await _backend(handler).get("k")
+    assert isinstance(raised.value.__cause__, httpx.ReadTimeout)
+
+
+async def test_a_dropped_keep_alive_connection_is_retried_once() -> None:
+    attempts = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise httpx.RemoteProtocolError("closed", request=request)
+        return httpx.Response(404)
+
+    assert await _backend(handler).get("k") is None
+    assert attempts == 2
+
+
+async def test_non_bytes_values_are_refused() -> None:
+    with pytest.raises(BackendError, match="stores bytes"):
+        await _backend(lambda request: httpx.Response(204)).set("k", entry("text"))  # type: ignore[arg-type]
+
+
+# -- fail-open against a real port ---------------------------------------------------------------
+
+
+async def test_no_extension_fails_fast_with_backend_error() -> None:
+    backend = ExtensionBackend(port=free_port())
+    started = time.monotonic()
+    with pytest.raises(BackendError, match="cannot reach the extension") as raised:
+        await backend.get("k")
+    assert time.monotonic() - started < 0.5
+    assert isinstance(raised.value.__cause__, httpx.ConnectError)
+    await backend.aclose()
+
+
+async def test_the_cache_fails_open_when_the_extension_is_down() -> None:
+    cache = Cache(ExtensionBackend(port=free_port()))
+    calls = 0
+
+    async def load() -> str:
+        nonlocal calls
+        calls += 1
+        return "from the source"
+
+    started = time.monotonic()
+    assert await cache.get_or_load("k", load) == "from the source"
+    assert await cache.get_or_load("k", load) == "from the source"
+    assert time.monotonic() - started < 0.5
+    assert calls == 2
+    assert cache.stats.backend_errors >= 2
+    await cache.aclose()
+
+
+async def test_the_cache_starts_using_the_extension_once_it_is_up() -> None:
+    port = free_port()
+    backend = ExtensionBackend(port=port, token="t")
+    cache = Cache(backend)
+    assert await cache.get("early") is None
+    with ExtensionProcess({"AWS_SESSION_TOKEN": "t"}, port=port):
+        await cache.set("late", {"value": 1})
+        assert await cache.get("late") == {"value": 1}
+    # Gone again: a miss, not an error.
+    assert await cache.get("late") is None
+    await cache.aclose()
+
+
+async def test_the_cache_fails_closed_when_asked() -> None:
+    cache = Cache(ExtensionBackend(port=free_port()), fail_open=False)
+    with pytest.raises(BackendError):
+        await cache.get("k")
+
+
+# -- sharing through the extension --------------------------------------------------------------
+
+
+async def test_stale_while_revalidate_across_processes(
+    extension_backend: ExtensionBackend, extension_process: ExtensionProcess
+) -> None:
+    writer = Cache(extension_backend, ttl=0.2, stale_ttl=60)
+    # As another process would: its own backend, its own connections.
+    reader = Cache(ExtensionBackend(port=extension_process.port, token=extension_process.token))
+    calls = 0
+
+    async def load() -> str:
+        nonlocal calls
+        calls += 1
+        return f"value {calls}"
+
+    assert await writer.get_or_load("shared", load, ttl=0.2, stale_ttl=60) == "value 1"
+    await asyncio.sleep(0.3)
+    # Stale for everyone: answered at once, while one refresh runs.
+    assert await reader.get_or_load("shared", load, ttl=0.2, stale_ttl=60) == "value 1"
+    assert reader.stats.stale_hits == 1
+    await asyncio.sleep(0.1)
+    assert await writer.get("shared") == "value 2"
+    assert calls == 2
+    await reader.aclose()
+
+
+def test_a_new_event_loop_gets_a_new_client(extension_process: ExtensionProcess) -> None:
+    extension_process.clear()
+    backend = ExtensionBackend(port=extension_process.port, token=extension_process.token)
+    cache = Cache(backend)
+    # asyncio.run per invocation: a client of the previous loop must not be reused.
+    asyncio.run(cache.set("k", "v"))
+    assert asyncio.run(cache.get("k")) == "v"
+    assert asyncio.run(cache.get("k")) == "v"
