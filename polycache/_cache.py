@@ -574,12 +574,15 @@ class Cache:
             records = memory.records
             records.pop(key, None)
             records[key] = (value, fresh_until, stale_until, expires_at)
+            if self._loads:
+                self._supersede(key)
             if len(records) > memory.max_entries:
                 memory.evict()
             return
         key = _check_key(key)
         policy = self._policy_for(ttl, stale_ttl)
         entry = self._new_entry(value, policy, validator=None)
+        self._supersede(key)
         if memory is not None:
             memory.put(key, record_from_entry(entry))
             return
@@ -587,8 +590,9 @@ class Cache:
         await self._write(key, stored)
 
     async def delete(self, key: str) -> None:
-        """Forget `key`. A load already running for it still finishes and stores its value."""
+        """Forget `key`. A load already running for it still answers its waiters, uncached."""
         key = _check_key(key)
+        self._supersede(key)
         if self._memory is not None:
             self._memory.discard(key)
             return
@@ -725,6 +729,11 @@ class Cache:
         await self.aclose()
 
     # -- the miss path ------------------------------------------------------------------------
+
+    def _supersede(self, key: str) -> None:
+        flight = self._loads.get(key)
+        if flight is not None:
+            flight.superseded = True
 
     def _check_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -945,6 +954,10 @@ class Cache:
         return replace(entry, value=data)
 
     async def _store(self, key: str, entry: Entry) -> None:
+        flight = self._loads.get(key)
+        if flight is not None and flight.superseded:
+            # A set or delete came while this load ran: what it wrote is newer than the load.
+            return
         if self._memory is not None:
             self._memory.put(key, record_from_entry(entry))
             return

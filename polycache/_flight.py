@@ -24,7 +24,7 @@ class Flight(Generic[T]):
         on_done: Called with this flight once the work is done, before the waiters are woken.
     """
 
-    __slots__ = ("future", "on_done", "waiters")
+    __slots__ = ("future", "on_done", "superseded", "waiters")
 
     def __init__(
         self, future: asyncio.Future[T], on_done: Callable[[Flight[T]], None] | None = None
@@ -32,6 +32,8 @@ class Flight(Generic[T]):
         self.future = future
         self.on_done = on_done
         self.waiters: list[asyncio.Future[T]] = []
+        # Set when newer data arrived while the work ran: its result must not be stored.
+        self.superseded = False
         future.add_done_callback(self._finish)
 
     def wait(self) -> asyncio.Future[T]:

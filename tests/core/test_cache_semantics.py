@@ -477,3 +477,26 @@ def test_stats_is_a_snapshot() -> None:
     asyncio.run(cache.get("missing"))
     assert before.misses == 0
     assert cache.stats.misses == 1
+
+
+async def test_a_set_during_a_load_is_not_overwritten_by_the_load() -> None:
+    cache = Cache()
+    loader = CountingLoader(delay=0.03)
+    cache.register_loader("item", loader)
+    loading = asyncio.create_task(cache.get("item:x"))
+    await asyncio.sleep(0.005)
+    await cache.set("item:x", "written while loading")
+    assert await loading == "x#1"  # the waiter gets what it asked to load ...
+    assert await cache.get("item:x") == "written while loading"  # ... the newer write stays
+
+
+async def test_a_delete_during_a_load_keeps_the_load_uncached() -> None:
+    backend = BytesBackend()
+    cache = Cache(backend)
+    loader = CountingLoader(delay=0.03)
+    cache.register_loader("item", loader)
+    loading = asyncio.create_task(cache.get("item:x"))
+    await asyncio.sleep(0.005)
+    await cache.delete("item:x")
+    assert await loading == "x#1"
+    assert "item:x" not in backend.entries
