@@ -407,7 +407,17 @@ async def serve(api_key: str | None, port: int = 0) -> None:
 
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, stop.set)
+    parent = os.getppid()
+
+    async def orphaned() -> None:
+        # A parent that died without stopping us (a killed test run) must not leave us behind.
+        while os.getppid() == parent:  # noqa: ASYNC110 - no event announces a parent death
+            await asyncio.sleep(1.0)
+        stop.set()
+
+    watchdog = asyncio.ensure_future(orphaned())
     await stop.wait()
+    watchdog.cancel()
     http.shutdown()
     await server.stop(grace=0.5)
 
