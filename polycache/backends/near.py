@@ -123,13 +123,23 @@ class NearCacheBackend:
     def __len__(self) -> int:
         return len(self._local)
 
-    async def get(self, key: str) -> Entry | None:
-        """Answer from the local layer while allowed, else from the remote backend."""
+    def peek(self, key: str) -> Entry | None:
+        """Return the locally held entry for `key` if it may still be answered here, else None.
+
+        Synchronous and free of I/O, for a caller's hit path; it never asks the remote backend.
+        """
         local = self._local
         held = local.pop(key, None)
         if held is not None and self._clock() < held[1]:
             local[key] = held
             return held[0]
+        return None
+
+    async def get(self, key: str) -> Entry | None:
+        """Answer from the local layer while allowed, else from the remote backend."""
+        held = self.peek(key)
+        if held is not None:
+            return held
         writes = self._writes
         entry_or_none = await self._remote.get(key)
         if entry_or_none is not None and writes == self._writes:

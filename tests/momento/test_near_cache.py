@@ -62,6 +62,9 @@ async def test_hits_cost_no_remote_call(remote: RemoteDouble, clock: FakeClock) 
         read = await backend.get("k")
         assert read is not None and read.value == b"v"
     assert remote.gets == 1
+    assert backend.peek("k") is not None
+    assert backend.peek("other") is None
+    assert remote.gets == 1
 
 
 async def test_never_served_locally_past_fresh_until(
