@@ -1018,15 +1018,21 @@ class Cache:
         try:
             async with asyncio.timeout(self._settings.backend_timeout):
                 return await call
+        except (ConfigurationError, SerializationError):
+            # A misconfigured backend or an unstorable value is not an outage: failing open
+            # would hide it behind a miss on every call.
+            raise
+        except BackendError as exc:
+            # Before TimeoutError: a BackendTimeout is both, and keeps the backend's own message.
+            self._counters.backend_errors += 1
+            error: BackendError = exc
+            cause: Exception = exc
         except TimeoutError as exc:
             self._counters.backend_errors += 1
-            error: BackendError = BackendTimeout(
+            error = BackendTimeout(
                 f"backend {operation} of {key!r} took over {self._settings.backend_timeout} s"
             )
-            cause: Exception = exc
-        except BackendError as exc:
-            self._counters.backend_errors += 1
-            error, cause = exc, exc
+            cause = exc
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -14,6 +14,7 @@ from polycache import (
     BackendTimeout,
     Cache,
     ConfigurationError,
+    Entry,
     LoaderError,
     SerializationError,
     SourceNotFound,
@@ -500,3 +501,23 @@ async def test_a_delete_during_a_load_keeps_the_load_uncached() -> None:
     await cache.delete("item:x")
     assert await loading == "x#1"
     assert "item:x" not in backend.entries
+
+
+async def test_a_backend_timeout_keeps_the_backends_own_message() -> None:
+    class TimingOutBackend(BytesBackend):
+        async def get(self, key: str) -> Entry | None:
+            raise BackendTimeout("vendor TIMEOUT_ERROR: deadline exceeded")
+
+    cache = Cache(TimingOutBackend(), fail_open=False)
+    with pytest.raises(BackendTimeout, match="vendor TIMEOUT_ERROR"):
+        await cache.get("k")
+
+
+async def test_a_misconfigured_backend_is_not_hidden_behind_a_miss() -> None:
+    class MisconfiguredBackend(BytesBackend):
+        async def get(self, key: str) -> Entry | None:
+            raise ConfigurationError("set MOMENTO_API_KEY")
+
+    cache = Cache(MisconfiguredBackend())
+    with pytest.raises(ConfigurationError, match="MOMENTO_API_KEY"):
+        await cache.get("k")
