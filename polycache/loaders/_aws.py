@@ -120,7 +120,9 @@ def _client_config() -> Any:
 def _endpoint_url(service: str) -> str | None:
     # botocore reads these too, but only when its session is made; reading them per client
     # lets a process (or a test) point a new loop's clients somewhere else.
-    specific = f"AWS_ENDPOINT_URL_{service.upper()}"
+    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
+        return None
+    specific = f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}"
     return os.environ.get(specific) or os.environ.get("AWS_ENDPOINT_URL") or None
 
 

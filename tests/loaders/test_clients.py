@@ -88,3 +88,12 @@ def test_importing_the_loaders_does_not_import_the_aws_sdk() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_endpoint_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETSMANAGER", "http://127.0.0.1:2")
+    assert _aws._endpoint_url("ssm") == "http://127.0.0.1:1"
+    assert _aws._endpoint_url("secretsmanager") == "http://127.0.0.1:2"
+    monkeypatch.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
+    assert _aws._endpoint_url("ssm") is None
