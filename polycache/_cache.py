@@ -7,11 +7,12 @@ import functools
 import importlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from polycache._config import Duration, Settings, duration, resolve_settings
 from polycache._contracts import (
@@ -43,6 +44,9 @@ from polycache.backends.memory import (
 )
 
 __all__ = ["Cache", "Stats"]
+
+if TYPE_CHECKING:
+    from polycache.backends.near import NearCacheBackend
 
 logger = logging.getLogger("polycache")
 
@@ -259,6 +263,14 @@ class Cache:
         # then takes the slow path, which misses and loads).
         self._records: dict[str, Record] | None = (
             None if self._memory is None or self._disabled else self._memory.records
+        )
+        # A near-cache in front of a remote backend is read synchronously first. Its module is
+        # loaded only if such a backend was made, so this costs no import.
+        near_module = sys.modules.get("polycache.backends.near")
+        self._near: NearCacheBackend | None = (
+            self._backend
+            if near_module is not None and isinstance(self._backend, near_module.NearCacheBackend)
+            else None
         )
         self._serializer: Serializer | None = (
             None if self._backend.stores_objects else self._serializer_object
@@ -766,6 +778,9 @@ class Cache:
         self._check_loop()
         if self._memory is not None:
             entry = await self._read(key)
+        elif self._near is not None and (held := self._near.peek(key)) is not None:
+            # The near-cache answers without I/O: no task, no timeout.
+            entry = self._deserialize(key, held)
         else:
             # With a remote backend, concurrent callers of one key share one backend read.
             read = self._reads.get(key)
@@ -1002,6 +1017,9 @@ class Cache:
                 return None
             return entry_from_record(record)
         stored: Entry | None = await self._backend_call("get", key, self._backend.get(key))
+        return self._deserialize(key, stored)
+
+    def _deserialize(self, key: str, stored: Entry | None) -> Entry | None:
         if stored is None or self._serializer is None or stored.negative:
             return stored
         try:
