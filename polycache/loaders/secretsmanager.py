@@ -123,10 +123,14 @@ class SecretsManagerLoader:
             A mapping from name to value or to the error of that name; a name the source does
             not have is absent (or maps to `SourceNotFound`).
         """
-        parsed = {name: _parse(name) for name in names}
-        plain = [name for name in names if not self._selector(parsed[name])]
-        batched = set(plain)
-        single = [name for name in names if name not in batched]
+        plain: list[str] = []
+        single: list[str] = []
+        for name in names:
+            try:
+                alone = bool(self._selector(_parse(name)))
+            except ConfigurationError:
+                alone = True  # a malformed name is read alone, to fail alone
+            (single if alone else plain).append(name)
         chunks = [plain[start : start + _BATCH_SIZE] for start in range(0, len(plain), _BATCH_SIZE)]
         outcomes = await asyncio.gather(
             *(self._load_chunk(chunk) for chunk in chunks),

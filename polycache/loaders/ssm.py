@@ -103,13 +103,17 @@ class SsmLoader:
     async def load_many(self, names: Sequence[str]) -> Mapping[str, Any]:
         """Load several names with GetParameters, ten a call; paths and selectors one by one.
 
+        A malformed name fails alone, with `ConfigurationError` as its result.
+
         Returns:
             A mapping from name to value or to the error of that name; a name the source does
             not have is absent (or maps to `SourceNotFound`).
         """
-        for name in names:
-            self._key(name)
-        plain = [name for name in names if not name.endswith("/") and _selector(name) is None]
+        plain = [
+            name
+            for name in names
+            if isinstance(name, str) and name and not name.endswith("/") and _selector(name) is None
+        ]
         batched = set(plain)
         single = [name for name in names if name not in batched]
         chunks = [plain[start : start + _BATCH_SIZE] for start in range(0, len(plain), _BATCH_SIZE)]

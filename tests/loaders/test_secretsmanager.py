@@ -102,3 +102,14 @@ async def test_a_failed_batch_call_fails_each_of_its_names() -> None:
         assert error.key == f"secretsmanager:{name}"
         assert "ThrottlingException" in str(error)
         assert error.__cause__ is client.error
+
+
+async def test_a_malformed_name_fails_alone_in_a_batch(aws: CountingMotoServer, boto: Any) -> None:
+    boto("secretsmanager").create_secret(Name="ok/one", SecretString="1")
+    boto("secretsmanager").create_secret(Name="ok/two", SecretString="2")
+
+    values = await SecretsManagerLoader().load_many(["ok/one", "ok/two", "ok/one?bad=1"])
+
+    assert values["ok/one"] == "1"
+    assert values["ok/two"] == "2"
+    assert isinstance(values["ok/one?bad=1"], ConfigurationError)

@@ -199,3 +199,12 @@ def test_bad_arguments_are_named() -> None:
 async def test_an_empty_name_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="parameter name"):
         await SsmLoader()("")
+
+
+async def test_a_malformed_name_fails_alone_in_a_batch(aws: CountingMotoServer, boto: Any) -> None:
+    put(boto, "/app/a", "A")
+
+    values = await SsmLoader().load_many(["/app/a", ""])
+
+    assert values["/app/a"] == "A"
+    assert isinstance(values[""], ConfigurationError)
