@@ -17,6 +17,7 @@ __all__ = ["inject"]
 
 HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
 
+
 def _default_name(key: str) -> str:
     """The last path segment of a key's name, as an identifier: `ssm:/prod/db/url:3` -> `url`."""
     name = key.partition(":")[2] if ":" in key else key
