@@ -68,13 +68,15 @@ class Status:
     Attributes:
         invokes: INVOKE events received.
         registered: Registered with the Lambda Extensions API (False when standalone).
+        prefetched: The `config.yaml` list has been loaded (or there was none).
     """
 
-    __slots__ = ("invokes", "registered")
+    __slots__ = ("invokes", "prefetched", "registered")
 
     def __init__(self) -> None:
         self.invokes = 0
         self.registered = False
+        self.prefetched = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +219,7 @@ async def _health(request: web.Request) -> web.Response:
             "entries": len(services.store),
             "invokes": services.status.invokes,
             "registered": services.status.registered,
+            "prefetched": services.status.prefetched,
             "max_item_bytes": services.settings.max_item_bytes,
         }
     )

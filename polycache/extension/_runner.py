@@ -119,6 +119,7 @@ async def _serve(
         if settings.init_startup and (config.parameters or config.items):
             # Before the first event/next, so that it is done before the first invoke.
             await reads.prefetch()
+        status.prefetched = True
         if api is None:
             await stop.wait()
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,11 @@ def test_sample_endpoints_prefetch_config_yaml(aws: CountingMotoServer, tmp_path
         "CACHE_EXTENSION_TTL": "5m",
     }
     with ExtensionProcess(environment) as process:
-        # Prefetched before the first event/next, so before any invoke.
+        # It serves while it prefetches; under Lambda, prefetching ends before the first invoke.
+        deadline = time.monotonic() + 10
+        while not (process.health() or {}).get("prefetched"):
+            assert time.monotonic() < deadline, process.log()
+            time.sleep(0.02)
         assert aws.count("ssm.GetParameter") == 1
         assert aws.count("dynamodb.GetItem") == 1
         assert _get(process, "/parameters?name=Parameter1") == (200, "value one")
