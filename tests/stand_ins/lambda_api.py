@@ -9,6 +9,7 @@ hands out the events a test queues, and records init and exit errors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -89,6 +90,9 @@ class CargoLambdaApi:
             env={**os.environ, "PATH": _search_path(), "CARGO_NET_OFFLINE": "true"},
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            # `cargo` runs `cargo-lambda` as its child and does not pass SIGTERM on: a group of
+            # their own lets stop() signal both, by the group's ID (cargo's PID).
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -105,6 +109,12 @@ class CargoLambdaApi:
                 raise TimeoutError(f"cargo lambda watch was not up within {timeout} s")
             time.sleep(0.05)
 
+    @staticmethod
+    def _signal_group(process: subprocess.Popen[bytes], number: int) -> None:
+        # ProcessLookupError: the whole group has exited already.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, number)
+
     def log(self) -> str:
         if self._log is None:
             return ""
@@ -113,12 +123,12 @@ class CargoLambdaApi:
 
     def stop(self) -> None:
         process = self._process
-        if process is not None and process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
+        if process is not None:
+            self._signal_group(process, signal.SIGTERM)
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
+                self._signal_group(process, signal.SIGKILL)
                 process.wait(10)
         if self._log is not None:
             self._log.close()
