@@ -70,6 +70,7 @@ async def run(
         logger.error("polycache-extension: the Lambda Extensions API failed: %s", exc)  # noqa: TRY400
         return 1
     finally:
+        _remove_signal_handlers()
         if api is not None:
             await api.aclose()
 
@@ -177,6 +178,13 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
     for number in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(number, stop.set)
+
+
+def _remove_signal_handlers() -> None:
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(number)
 
 
 def _configure_logging(level: str) -> None:
