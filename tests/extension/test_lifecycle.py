@@ -62,6 +62,7 @@ def test_standalone_stops_on_sigterm() -> None:
         assert "standalone" in process.log()
 
 
+@pytest.mark.lambda_api
 async def test_registers_with_cargo_lambda_and_sees_invokes(cargo_lambda: CargoLambdaApi) -> None:
     process = ExtensionProcess(
         {"AWS_LAMBDA_RUNTIME_API": cargo_lambda.runtime_api, "AWS_SESSION_TOKEN": "t"}
@@ -77,8 +78,9 @@ async def test_registers_with_cargo_lambda_and_sees_invokes(cargo_lambda: CargoL
                 runtime = f"{cargo_lambda.runtime_api}/2018-06-01/runtime/invocation"
                 event = await client.get(f"{runtime}/next")
                 request_id = event.headers["lambda-runtime-aws-request-id"]
-                await client.post(f"{runtime}/{request_id}/response", json={"ok": True})
-                invocation.cancel()
+                answer = await client.post(f"{runtime}/{request_id}/response", json={"ok": True})
+                assert answer.status_code == 200
+                assert (await invocation).json() == {"ok": True}
                 try:
                     await until(lambda: _health(process)["invokes"] == 1, 1.0)
                     break
@@ -93,6 +95,7 @@ async def test_registers_with_cargo_lambda_and_sees_invokes(cargo_lambda: CargoL
         process.close()
 
 
+@pytest.mark.lambda_api
 async def test_shutdown_stops_within_two_seconds(fake_extensions_api: FakeExtensionsApi) -> None:
     process = ExtensionProcess(
         {
