@@ -275,8 +275,14 @@ def sdk_import_ms() -> float:
         "import time; started = time.perf_counter(); import aiobotocore.session; "
         "print((time.perf_counter() - started) * 1000)"
     )
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=environment,
     )
     return float(result.stdout.strip())
 
@@ -324,7 +330,11 @@ def main(argv: list[str] | None = None) -> int:
             "is lambda_handler's sync-to-async entry)"
         )
 
-        environment = {**os.environ, "PYTHONPATH": os.getcwd()}
+        # Bytecode is written and reused, as in a deployment package that ships .pyc files.
+        environment = {
+            **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+            "PYTHONPATH": os.getcwd(),
+        }
         cold: dict[str, list[float]] = {"polycache": [], "powertools parameters": []}
         if not options.quick:
             cold_start_ms(COLD_POLYCACHE, environment)  # warms the OS file cache for both

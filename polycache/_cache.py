@@ -746,6 +746,10 @@ class Cache:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._backend.aclose()
+        aws = sys.modules.get("polycache.loaders._aws")
+        if aws is not None:
+            # The AWS clients are shared by every cache in the process; the next use rebuilds them.
+            await aws.close_clients()
 
     async def __aenter__(self) -> Cache:
         return self
@@ -902,7 +906,8 @@ class Cache:
                 type(exc).__name__,
             )
             return previous
-        if isinstance(exc, LoaderError):
+        if isinstance(exc, LoaderError | ConfigurationError):
+            # Already says what went wrong (a malformed key names what was expected).
             raise exc
         raise LoaderError(f"loading {key!r} failed: {type(exc).__name__}", key=key) from exc
 

@@ -33,8 +33,8 @@ def _environment_loop() -> asyncio.AbstractEventLoop:
 
 
 def lambda_handler(
-    handler: Callable[[Any, Any], Coroutine[Any, Any, Result]],
-) -> Callable[[Any, Any], Result]:
+    handler: Callable[..., Coroutine[Any, Any, Result]],
+) -> Callable[..., Result]:
     """Turn `async def handler(event, context)` into the sync function Lambda calls.
 
     Every invocation runs on the same event loop, kept for the life of the execution
@@ -61,11 +61,12 @@ def lambda_handler(
         )
 
     @functools.wraps(handler)
-    def run(event: Any, context: Any) -> Result:
+    def run(event: Any, context: Any, *args: Any, **kwargs: Any) -> Result:
+        # Extra arguments pass through, for decorators stacked above (polycache.inject).
         loop = _environment_loop()
         if loop.is_running():
             raise RuntimeError("lambda_handler's handler was called from inside its own loop")
         asyncio.set_event_loop(loop)
-        return loop.run_until_complete(handler(event, context))
+        return loop.run_until_complete(handler(event, context, *args, **kwargs))
 
     return run

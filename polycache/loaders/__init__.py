@@ -11,3 +11,7 @@ Built in, by key scheme (each needs `pip install 'polycache[aws]'`, imported on 
 
 Any `async def load(name) -> value` is a loader too: see `Cache.register_loader`.
 """
+
+from polycache.loaders._aws import close_clients, use_session
+
+__all__ = ["close_clients", "use_session"]

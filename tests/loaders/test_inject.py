@@ -82,14 +82,15 @@ def test_inject_over_lambda_handler(parameters: CountingMotoServer) -> None:
     assert handler({}, SimpleNamespace()) == "postgres://db"
     assert handler({}, SimpleNamespace()) == "postgres://db"
     assert parameters.count() == 1
-    # lambda_handler's entry point takes (event, context) only: keyword arguments are refused
-    # when decorating, not when Lambda calls it.
-    with pytest.raises(ConfigurationError, match="into='context'"):
+    # lambda_handler's entry point passes keyword arguments through to the handler.
 
-        @inject(cache, "ssm:/prod/db/url")
-        @polycache.lambda_handler
-        async def keyword_handler(event: Any, context: Any, url: str) -> str:
-            return url
+    @inject(cache, "ssm:/prod/db/url")
+    @polycache.lambda_handler
+    async def keyword_handler(event: Any, context: Any, url: str) -> str:
+        return url
+
+    assert keyword_handler({}, SimpleNamespace()) == "postgres://db"
+    assert parameters.count() == 1
 
 
 async def test_a_failed_load_stops_the_handler() -> None:
