@@ -2,14 +2,17 @@
 
 Lambda handlers that call `asyncio.run()` per invocation get a new loop each time; a client made
 on the old loop would fail on the new one. Every loop-bound resource in polycache goes through
-this class, which notices the change and builds the resource anew.
+this class, which notices the change and builds the resource anew, and closes each resource on
+its own loop when that loop shuts down (`asyncio.run` closes async generators before it returns;
+a guard generator per resource rides on that), so no "Unclosed client session" is left behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Generic, TypeVar
 
 __all__ = ["LoopBound"]
@@ -19,16 +22,27 @@ T = TypeVar("T")
 logger = logging.getLogger("polycache")
 
 
+async def _close_at_shutdown(
+    close: Callable[[T], Awaitable[None]], value: T
+) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        try:
+            await close(value)
+        except Exception as exc:  # closing is best effort: the loop is going away anyway
+            logger.debug("polycache: closing a client at loop shutdown failed: %r", exc)
+
+
 class LoopBound(Generic[T]):
     """Holds one `T` for the running event loop, created on first use.
 
     Args:
         create: Builds the resource; called once per loop, however many callers ask at once.
-        close: Releases a resource; called by `aclose`, and for a replaced resource whose loop
-            is still open.
+        close: Releases a resource; called by `aclose`, or when the resource's loop shuts down.
     """
 
-    __slots__ = ("_close", "_create", "_creating", "_loop", "_value")
+    __slots__ = ("_close", "_create", "_creating", "_guard", "_loop", "_value")
 
     def __init__(
         self,
@@ -40,6 +54,7 @@ class LoopBound(Generic[T]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._value: T | None = None
         self._creating: asyncio.Future[T] | None = None
+        self._guard: AsyncGenerator[None, None] | None = None
 
     @property
     def current(self) -> T | None:
@@ -59,11 +74,12 @@ class LoopBound(Generic[T]):
             if self._creating is not None:
                 return await asyncio.shield(self._creating)
         else:
-            # The old resource belongs to a loop that is gone or not ours; it cannot be closed
-            # from here, and the loop's own shutdown reclaims its sockets.
+            # The old resource belongs to another loop; its guard closes it when that loop
+            # shuts down, and it cannot be closed from here.
             self._loop = loop
             self._value = None
             self._creating = None
+            self._guard = None
         creating: asyncio.Future[T] = loop.create_future()
         self._creating = creating
         try:
@@ -80,13 +96,19 @@ class LoopBound(Generic[T]):
         if self._creating is creating and self._loop is loop:
             self._value = value
             self._creating = None
+            if self._close is not None:
+                guard = _close_at_shutdown(self._close, value)
+                # The first step registers the generator with the loop, whose shutdown
+                # (asyncio.run, loop.shutdown_asyncgens) finishes it and so closes the value.
+                await guard.__anext__()
+                self._guard = guard
         creating.set_result(value)
         return value
 
     async def aclose(self) -> None:
         """Close the resource of the running loop, if any; the next `get` builds a new one."""
-        value, loop = self._value, self._loop
-        self._value, self._loop, self._creating = None, None, None
+        value, loop, guard = self._value, self._loop, self._guard
+        self._value, self._loop, self._creating, self._guard = None, None, None, None
         if value is None or self._close is None:
             return
         try:
@@ -94,4 +116,8 @@ class LoopBound(Generic[T]):
         except RuntimeError:
             running = None
         if loop is running:
-            await self._close(value)
+            if guard is not None:
+                with contextlib.suppress(RuntimeError):
+                    await guard.aclose()  # runs the guard's finally: closes the value
+            else:
+                await self._close(value)
