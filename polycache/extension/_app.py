@@ -32,9 +32,9 @@ from aiohttp.typedefs import Middleware
 
 from polycache._contracts import Entry
 from polycache._errors import ConfigurationError, LoaderError, SourceNotFound
-from polycache.backends.memory import MemoryBackend
 from polycache.extension._settings import ExtensionSettings
 from polycache.extension._sources import ReadThrough, SourceRejected, SourceTimeout
+from polycache.extension._store import Store
 
 __all__ = [
     "EXPIRES_AT",
@@ -82,7 +82,7 @@ class Status:
 @dataclass(frozen=True, slots=True)
 class _Services:
     settings: ExtensionSettings
-    store: MemoryBackend
+    store: Store
     reads: ReadThrough
     status: Status
     clock: Callable[[], float]
@@ -217,6 +217,7 @@ async def _health(request: web.Request) -> web.Response:
         {
             "status": "ok",
             "entries": len(services.store),
+            "bytes": services.store.size,
             "invokes": services.status.invokes,
             "registered": services.status.registered,
             "prefetched": services.status.prefetched,
@@ -227,7 +228,7 @@ async def _health(request: web.Request) -> web.Response:
 
 async def _get_value(request: web.Request) -> web.Response:
     services = _services(request)
-    entry = await services.store.get(_key(request))
+    entry = services.store.get(_key(request))
     if entry is None:
         return _error(404, "not_found", "no such key")
     headers = {
@@ -253,9 +254,9 @@ async def _put_value(request: web.Request) -> web.Response:
         raise _RequestError(413, "too_large", f"a value may have at most {limit} bytes")
     entry = _entry(request, value, services.clock())
     if entry.expires_at > services.clock():
-        await services.store.set(key, entry)
+        services.store.put(key, entry)
     else:
-        await services.store.delete(key)
+        services.store.delete(key)
     return web.Response(status=204)
 
 
@@ -289,7 +290,7 @@ def _entry(request: web.Request, value: bytes, now: float) -> Entry:
 
 
 async def _delete_value(request: web.Request) -> web.Response:
-    await _services(request).store.delete(_key(request))
+    _services(request).store.delete(_key(request))
     return web.Response(status=204)
 
 
@@ -350,7 +351,7 @@ def create_app(
     settings: ExtensionSettings,
     reads: ReadThrough,
     *,
-    store: MemoryBackend | None = None,
+    store: Store | None = None,
     status: Status | None = None,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
@@ -359,7 +360,7 @@ def create_app(
     Args:
         settings: The extension's settings (token, size limits).
         reads: The read-through cache behind the compatibility endpoints.
-        store: The key/value store; a new `MemoryBackend` if None.
+        store: The key/value store; a new one within the settings' bounds if None.
         status: What `/health` reports; a new one if None.
         clock: Epoch seconds; injectable for tests.
     """
@@ -370,7 +371,11 @@ def create_app(
     )
     app[_SERVICES] = _Services(
         settings=settings,
-        store=store or MemoryBackend(settings.max_entries, clock=clock),
+        store=(
+            store
+            if store is not None
+            else Store(settings.max_entries, settings.max_bytes, clock=clock)
+        ),
         reads=reads,
         status=status or Status(),
         clock=clock,

@@ -20,6 +20,7 @@ from typing import Final, TypeVar
 from polycache._errors import ConfigurationError
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_ITEM_BYTES",
     "DEFAULT_PORT",
     "ExtensionSettings",
@@ -32,6 +33,9 @@ DEFAULT_PORT: Final = 4000
 
 DEFAULT_MAX_ITEM_BYTES: Final = 1024 * 1024
 """The largest value the key/value API stores, unless `POLYCACHE_EXTENSION_MAX_ITEM_BYTES`."""
+
+DEFAULT_MAX_BYTES: Final = 32 * 1024 * 1024
+"""The most bytes the key/value store holds, unless `POLYCACHE_EXTENSION_MAX_BYTES`."""
 
 T = TypeVar("T")
 
@@ -66,6 +70,7 @@ class ExtensionSettings:
         name: The name to register with (the launcher's file name in `/opt/extensions`).
         token: `AWS_SESSION_TOKEN`; when set, every request must carry it.
         max_item_bytes: The largest value the key/value API stores (413 beyond it).
+        max_bytes: The most bytes the key/value store holds (least recently used dropped).
         max_entries: The most entries kept by the key/value store and by the read-through cache.
         parameters_ttl: Fresh seconds of `/parameters` and `/dynamodb` answers.
         ssm_ttl: Fresh seconds of `/systemsmanager/parameters/get` answers.
@@ -83,6 +88,7 @@ class ExtensionSettings:
     name: str = "polycache-extension"
     token: str | None = None
     max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES
+    max_bytes: int = DEFAULT_MAX_BYTES
     max_entries: int = 10_000
     parameters_ttl: float = 300.0
     ssm_ttl: float = 300.0
@@ -100,6 +106,7 @@ class ExtensionSettings:
         return (
             f"ExtensionSettings(port={self.port}, runtime_api={self.runtime_api!r}, "
             f"name={self.name!r}, token={token}, max_item_bytes={self.max_item_bytes}, "
+            f"max_bytes={self.max_bytes}, "
             f"max_entries={self.max_entries}, parameters_ttl={self.parameters_ttl}, "
             f"ssm_ttl={self.ssm_ttl}, secrets_ttl={self.secrets_ttl}, "
             f"stale_ttl={self.stale_ttl}, negative_ttl={self.negative_ttl}, "
@@ -228,6 +235,15 @@ def read_settings(environ: Mapping[str, str] | None = None) -> ExtensionSettings
     runtime_api = read.raw("AWS_LAMBDA_RUNTIME_API")
     name = read.raw("POLYCACHE_EXTENSION_NAME")
     token = env.get("AWS_SESSION_TOKEN") or None
+    max_item_bytes = read.get(
+        _positive_int, "POLYCACHE_EXTENSION_MAX_ITEM_BYTES", default=DEFAULT_MAX_ITEM_BYTES
+    )
+    max_bytes = read.get(_positive_int, "POLYCACHE_EXTENSION_MAX_BYTES", default=DEFAULT_MAX_BYTES)
+    if max_item_bytes > max_bytes:
+        raise ConfigurationError(
+            f"POLYCACHE_EXTENSION_MAX_ITEM_BYTES={max_item_bytes} is over "
+            f"POLYCACHE_EXTENSION_MAX_BYTES={max_bytes}: one value could not be stored"
+        )
     return ExtensionSettings(
         port=read.get(
             _port,
@@ -238,9 +254,8 @@ def read_settings(environ: Mapping[str, str] | None = None) -> ExtensionSettings
         runtime_api=runtime_api[1] if runtime_api else None,
         name=name[1] if name else "polycache-extension",
         token=token,
-        max_item_bytes=read.get(
-            _positive_int, "POLYCACHE_EXTENSION_MAX_ITEM_BYTES", default=DEFAULT_MAX_ITEM_BYTES
-        ),
+        max_item_bytes=max_item_bytes,
+        max_bytes=max_bytes,
         max_entries=read.get(
             _positive_int,
             "POLYCACHE_EXTENSION_MAX_ENTRIES",
