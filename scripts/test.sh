@@ -5,9 +5,16 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
-echo "== ruff" && ruff check . && ruff format --check .
-echo "== mypy --strict" && mypy
-echo "== mkdocs build --strict" && NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
+# One command a line: under `set -e`, a failure inside an `a && b` list would not stop the script.
+echo "== ruff"
+ruff check .
+ruff format --check .
+echo "== mypy --strict"
+mypy
+echo "== mkdocs build --strict"
+site="$(mktemp -d)"
+NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir "$site"
+rm -rf "$site"
 echo "== pytest"
 status=0
 pytest "$@" || status=$?

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pytest
 
-# Each stand-in's fixtures live beside it; a module is only listed once it exists.
+# Each stand-in's fixtures live beside it.
 pytest_plugins = [
-    module
-    for module in (
-        "tests.stand_ins.moto_fixtures",
-        "tests.stand_ins.extension_fixtures",
-        "tests.stand_ins.momento_fixtures",
-        "tests.stand_ins.lambda_api_fixtures",
-    )
-    if importlib.util.find_spec(module) is not None
+    "tests.stand_ins.moto_fixtures",
+    "tests.stand_ins.extension_fixtures",
+    "tests.stand_ins.momento_fixtures",
+    "tests.stand_ins.lambda_api_fixtures",
 ]
 
 
