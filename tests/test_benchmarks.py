@@ -1,0 +1,62 @@
+"""Every benchmark still runs (a quick smoke run; its figures are read by people, not asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# module -> what its output must show: its sections and contenders
+EXPECTED = {
+    "bench_core": [
+        "## hit get",
+        "## hit get_or_load",
+        "## set",
+        "## stampede",
+        "## stale-while-revalidate",
+        "## memory for",
+        "## import cost",
+        "polycache Cache.get",
+        "cachetools TTLCache",
+        "aiocache SimpleMemoryCache",
+        "cashews mem://",
+        "async-lru",
+        "Powertools",
+        "lambda-cache",
+        "loader calls per stampede: 1",
+    ],
+    "bench_aws": [
+        "polycache",
+        "powertools parameters",
+        "lambda-cache",
+        "raw aioboto3",
+        "cold start",
+    ],
+    "bench_extension": [
+        "## get of one 100-byte value",
+        "extension:// get",
+        "httpx keep-alive",
+        "httpx new connection",
+        "aioboto3 -> moto",
+    ],
+    "bench_momento": ["## get", "## set", "## near-cache hit", "raw CacheClientAsync"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(EXPECTED))
+def test_benchmark_quick_run(module: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    missing = [text for text in EXPECTED[module] if text not in result.stdout]
+    assert not missing, f"{module} output lacks {missing}:\n{result.stdout[-3000:]}"
