@@ -20,6 +20,7 @@ from polycache._contracts import Entry
 from polycache._errors import BackendError, BackendTimeout, ConfigurationError
 from polycache._loop_bound import LoopBound
 from polycache._registry import parse_options, positive_int, seconds, split_url
+from polycache.backends import _extension_headers as wire
 
 if TYPE_CHECKING:
     import httpx
@@ -38,11 +39,6 @@ DEFAULT_MAX_ITEM_BYTES: Final = 1024 * 1024
 _HOSTS: Final = frozenset({"127.0.0.1", "localhost"})
 _PATH: Final = "/v1/kv/"
 _TOKEN_HEADER: Final = "X-Aws-Parameters-Secrets-Token"  # noqa: S105 - a header name
-_FRESH_UNTIL: Final = "x-polycache-fresh-until"
-_STALE_UNTIL: Final = "x-polycache-stale-until"
-_EXPIRES_AT: Final = "x-polycache-expires-at"
-_VALIDATOR: Final = "x-polycache-validator"
-_NEGATIVE: Final = "x-polycache-negative"
 
 
 class ExtensionBackend:
@@ -171,16 +167,9 @@ class ExtensionBackend:
             raise BackendError(
                 f"the extension stores bytes, got {type(value).__name__} for {key!r}"
             )
-        headers = {
-            _FRESH_UNTIL: repr(entry.fresh_until),
-            _STALE_UNTIL: repr(entry.stale_until),
-            _EXPIRES_AT: repr(entry.expires_at),
-        }
-        if entry.validator is not None:
-            headers[_VALIDATOR] = urllib.parse.quote(entry.validator, safe="")
-        if entry.negative:
-            headers[_NEGATIVE] = "1"
-        response = await self._send("PUT", key, content=bytes(value), headers=headers)
+        response = await self._send(
+            "PUT", key, content=bytes(value), headers=wire.entry_headers(entry)
+        )
         self._check(response, "set", key)
 
     async def delete(self, key: str) -> None:
@@ -267,21 +256,20 @@ def _positive_seconds(raw: str) -> float:
 
 def _entry(value: bytes, headers: Mapping[str, str], key: str) -> Entry:
     try:
-        fresh_until = float(headers[_FRESH_UNTIL])
-        stale_until = float(headers[_STALE_UNTIL])
-        expires_at = float(headers[_EXPIRES_AT])
+        fresh_until = float(headers[wire.FRESH_UNTIL])
+        stale_until = float(headers[wire.STALE_UNTIL])
+        expires_at = float(headers[wire.EXPIRES_AT])
     except (KeyError, ValueError) as exc:
         raise BackendError(
             f"the extension answered the get of {key!r} without its freshness headers"
         ) from exc
-    validator = headers.get(_VALIDATOR)
     return Entry(
         value=value,
         fresh_until=fresh_until,
         stale_until=stale_until,
         expires_at=expires_at,
-        validator=urllib.parse.unquote(validator) if validator is not None else None,
-        negative=headers.get(_NEGATIVE) == "1",
+        validator=wire.validator_from_header(headers.get(wire.VALIDATOR)),
+        negative=headers.get(wire.NEGATIVE) == "1",
     )
 
 

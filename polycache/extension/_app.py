@@ -32,6 +32,15 @@ from aiohttp.typedefs import Middleware
 
 from polycache._contracts import Entry
 from polycache._errors import ConfigurationError, LoaderError, SourceNotFound
+from polycache.backends._extension_headers import (
+    EXPIRES_AT,
+    FRESH_UNTIL,
+    NEGATIVE,
+    STALE_UNTIL,
+    VALIDATOR,
+    entry_headers,
+    validator_from_header,
+)
 from polycache.extension._settings import ExtensionSettings
 from polycache.extension._sources import ReadThrough, SourceRejected, SourceTimeout
 from polycache.extension._store import Store
@@ -52,11 +61,6 @@ logger = logging.getLogger("polycache.extension")
 
 KEY_PREFIX: Final = "/v1/kv/"
 TOKEN_HEADER: Final = "X-Aws-Parameters-Secrets-Token"  # noqa: S105 - a header name
-FRESH_UNTIL: Final = "X-Polycache-Fresh-Until"
-STALE_UNTIL: Final = "X-Polycache-Stale-Until"
-EXPIRES_AT: Final = "X-Polycache-Expires-At"
-VALIDATOR: Final = "X-Polycache-Validator"
-NEGATIVE: Final = "X-Polycache-Negative"
 
 _BOOLEANS: Final = {"true": True, "false": False}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -231,16 +235,9 @@ async def _get_value(request: web.Request) -> web.Response:
     entry = services.store.get(_key(request))
     if entry is None:
         return _error(404, "not_found", "no such key")
-    headers = {
-        FRESH_UNTIL: repr(entry.fresh_until),
-        STALE_UNTIL: repr(entry.stale_until),
-        EXPIRES_AT: repr(entry.expires_at),
-    }
-    if entry.validator is not None:
-        headers[VALIDATOR] = urllib.parse.quote(entry.validator, safe="")
-    if entry.negative:
-        headers[NEGATIVE] = "1"
-    return web.Response(body=entry.value, headers=headers, content_type="application/octet-stream")
+    return web.Response(
+        body=entry.value, headers=entry_headers(entry), content_type="application/octet-stream"
+    )
 
 
 async def _put_value(request: web.Request) -> web.Response:
@@ -284,7 +281,7 @@ def _entry(request: web.Request, value: bytes, now: float) -> Entry:
         fresh_until=fresh_until,
         stale_until=stale_until,
         expires_at=expires_at,
-        validator=urllib.parse.unquote(validator) if validator is not None else None,
+        validator=validator_from_header(validator),
         negative=request.headers.get(NEGATIVE) == "1",
     )
 
