@@ -158,6 +158,9 @@ class _Missing:
 
 _MISSING: Final = _Missing()
 
+# Handed to the callers sharing a backend read whose reader was cancelled: read again.
+_READ_AGAIN: Final = Entry(None, 0.0, 0.0, 0.0)
+
 
 def _check_key(key: object) -> str:
     if type(key) is not str:
@@ -786,14 +789,31 @@ class Cache:
             # The near-cache answers without I/O: no task, no timeout.
             entry = self._deserialize(key, held)
         else:
-            # With a remote backend, concurrent callers of one key share one backend read.
+            # With a remote backend, concurrent callers of one key share one backend read. The
+            # first caller reads in its own task (a task per read would cost a loop iteration
+            # or two, which with gRPC is most of the overhead) and hands the result over.
             read = self._reads.get(key)
             if read is None:
-                read = Flight(
-                    self._track(self._read(key)), functools.partial(self._forget_read, key)
-                )
-                self._reads[key] = read
-            entry = await read.wait()
+                shared: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
+                flight = Flight(shared)
+                self._reads[key] = flight
+                try:
+                    entry = await self._read(key)
+                except BaseException as exc:
+                    self._forget_read(key, flight)
+                    if isinstance(exc, Exception):
+                        shared.set_exception(exc)
+                    else:
+                        # Cancelled: the others read again rather than share the cancellation.
+                        shared.set_result(_READ_AGAIN)
+                    raise
+                # Forgotten before the result is out: the next caller reads afresh.
+                self._forget_read(key, flight)
+                shared.set_result(entry)
+            else:
+                entry = await read.wait()
+                if entry is _READ_AGAIN:
+                    return await self._lookup(key, route)
         return await self._decide(key, route, entry, self._clock())
 
     def _forget_read(self, key: str, read: Flight[Entry | None]) -> None:

@@ -521,3 +521,17 @@ async def test_a_misconfigured_backend_is_not_hidden_behind_a_miss() -> None:
     cache = Cache(MisconfiguredBackend())
     with pytest.raises(ConfigurationError, match="MOMENTO_API_KEY"):
         await cache.get("k")
+
+
+async def test_a_cancelled_reader_does_not_fail_the_callers_sharing_its_read() -> None:
+    backend = BytesBackend()
+    cache = Cache(backend)
+    await cache.set("k", "stored")
+    backend.hang_seconds = 0.05
+    reader = asyncio.create_task(cache.get("k"))
+    await asyncio.sleep(0.01)
+    sharing = [asyncio.create_task(cache.get("k")) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    reader.cancel()
+    assert await asyncio.gather(*sharing) == ["stored"] * 3
+    assert reader.cancelled()
