@@ -332,15 +332,17 @@ def memory_per_entry(entries: int) -> None:
     def plain_dict() -> Any:
         return dict(zip(keys, values, strict=True))
 
+    def fill(setter: Callable[[str, bytes], Awaitable[Any]]) -> None:
+        async def fill_all() -> None:
+            for key, value in zip(keys, values, strict=True):
+                await setter(key, value)
+
+        asyncio.run(fill_all())
+
     def polycache_memory() -> Any:
         backend = polycache.backends.memory.MemoryBackend(max_entries=entries)
         cache = Cache(backend, ttl=300)
-        loop = asyncio.new_event_loop()
-        try:
-            for key, value in zip(keys, values, strict=True):
-                loop.run_until_complete(cache.set(key, value))
-        finally:
-            loop.close()
+        fill(cache.set)
         return cache
 
     def cachetools_ttl() -> Any:
@@ -352,22 +354,12 @@ def memory_per_entry(entries: int) -> None:
     def cashews_memory() -> Any:
         cashews = CashewsCache()
         cashews.setup("mem://", size=entries)
-        loop = asyncio.new_event_loop()
-        try:
-            for key, value in zip(keys, values, strict=True):
-                loop.run_until_complete(cashews.set(key, value, expire=300))
-        finally:
-            loop.close()
+        fill(lambda key, value: cashews.set(key, value, expire=300))
         return cashews
 
     def aiocache_memory() -> Any:
         aiocache = SimpleMemoryCache()
-        loop = asyncio.new_event_loop()
-        try:
-            for key, value in zip(keys, values, strict=True):
-                loop.run_until_complete(aiocache.set(key, value, ttl=300))
-        finally:
-            loop.close()
+        fill(lambda key, value: aiocache.set(key, value, ttl=300))
         return aiocache
 
     key_bytes = sum(sys.getsizeof(key) for key in keys)
