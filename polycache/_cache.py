@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
@@ -160,6 +160,18 @@ _MISSING: Final = _Missing()
 
 # Handed to the callers sharing a backend read whose reader was cancelled: read again.
 _READ_AGAIN: Final = Entry(None, 0.0, 0.0, 0.0)
+
+
+def _with_value(entry: Entry, value: Any) -> Entry:
+    # dataclasses.replace() looks the fields up on every call: several times slower.
+    return Entry(
+        value,
+        entry.fresh_until,
+        entry.stale_until,
+        entry.expires_at,
+        entry.validator,
+        entry.negative,
+    )
 
 
 def _check_key(key: object) -> str:
@@ -1008,7 +1020,7 @@ class Cache:
                 f"value for {key!r} is {len(data)} bytes serialized, over the backend's "
                 f"limit of {limit} bytes"
             )
-        return replace(entry, value=data)
+        return _with_value(entry, data)
 
     async def _store(self, key: str, entry: Entry) -> None:
         flight = self._loads.get(key)
@@ -1048,7 +1060,7 @@ class Cache:
             return stored
         try:
             value = self._serializer.loads(stored.value)
-            return replace(stored, value=value)
+            return _with_value(stored, value)
         except SerializationError as exc:
             self._counters.backend_errors += 1
             logger.warning("polycache: cannot read the stored value of %r: %s", key, exc)
