@@ -305,7 +305,7 @@ class Cache:
         # Loop-bound state, rebuilt when the running loop changes (asyncio.run per invocation).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loads: dict[str, Flight[Entry | None]] = {}
-        self._reads: dict[str, Flight[Entry | None]] = {}
+        self._reads: dict[str, list[asyncio.Future[Entry | None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @classmethod
@@ -802,33 +802,39 @@ class Cache:
         else:
             # With a remote backend, concurrent callers of one key share one backend read. The
             # first caller reads in its own task (a task per read would cost a loop iteration
-            # or two, which with gRPC is most of the overhead) and hands the result over.
-            read = self._reads.get(key)
-            if read is None:
-                shared: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
-                flight = Flight(shared)
-                self._reads[key] = flight
+            # or two) and hands the result to each caller that came meanwhile; a caller alone
+            # pays for no future at all.
+            waiters = self._reads.get(key)
+            if waiters is None:
+                waiters = self._reads[key] = []
                 try:
                     entry = await self._read(key)
                 except BaseException as exc:
-                    self._forget_read(key, flight)
-                    if isinstance(exc, Exception):
-                        shared.set_exception(exc)
-                    else:
-                        # Cancelled: the others read again rather than share the cancellation.
-                        shared.set_result(_READ_AGAIN)
+                    self._forget_read(key, waiters)
+                    for waiter in waiters:
+                        if waiter.done():
+                            continue
+                        if isinstance(exc, Exception):
+                            waiter.set_exception(exc)
+                        else:
+                            # Cancelled: the others read again, not share the cancellation.
+                            waiter.set_result(_READ_AGAIN)
                     raise
                 # Forgotten before the result is out: the next caller reads afresh.
-                self._forget_read(key, flight)
-                shared.set_result(entry)
+                self._forget_read(key, waiters)
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(entry)
             else:
-                entry = await read.wait()
+                waiter = asyncio.get_running_loop().create_future()
+                waiters.append(waiter)
+                entry = await waiter
                 if entry is _READ_AGAIN:
                     return await self._lookup(key, route)
         return await self._decide(key, route, entry, self._clock())
 
-    def _forget_read(self, key: str, read: Flight[Entry | None]) -> None:
-        if self._reads.get(key) is read:
+    def _forget_read(self, key: str, waiters: list[asyncio.Future[Entry | None]]) -> None:
+        if self._reads.get(key) is waiters:
             del self._reads[key]
 
     async def _decide(
