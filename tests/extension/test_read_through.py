@@ -187,7 +187,7 @@ def test_sample_endpoints_prefetch_config_yaml(aws: CountingMotoServer, tmp_path
     }
     with ExtensionProcess(environment) as process:
         # It serves while it prefetches; under Lambda, prefetching ends before the first invoke.
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # generous: a loaded CI machine starts slowly
         while not (process.health() or {}).get("prefetched"):
             assert time.monotonic() < deadline, process.log()
             time.sleep(0.02)
