@@ -132,21 +132,11 @@ class _Route:
 
 
 class _RegisteredLoader:
-    __slots__ = ("load", "negative_ttl", "stale_if_error", "stale_ttl", "ttl")
+    __slots__ = ("load", "policy")
 
-    def __init__(
-        self,
-        load: LoaderFunction,
-        ttl: float | None = None,
-        stale_ttl: float | None = None,
-        stale_if_error: float | None = None,
-        negative_ttl: float | None = None,
-    ) -> None:
+    def __init__(self, load: LoaderFunction, policy: _Policy) -> None:
         self.load = load
-        self.ttl = ttl
-        self.stale_ttl = stale_ttl
-        self.stale_if_error = stale_if_error
-        self.negative_ttl = negative_ttl
+        self.policy = policy
 
 
 class _Missing:
@@ -174,16 +164,16 @@ def _with_value(entry: Entry, value: Any) -> Entry:
     )
 
 
-def _check_key(key: object) -> str:
+def _key_error(key: object) -> ConfigurationError:
     if type(key) is not str:
-        raise ConfigurationError(f"cache key must be a str, got {type(key).__name__} {key!r}")
-    if not key:
-        raise ConfigurationError("cache key must be a non-empty str, got ''")
+        return ConfigurationError(f"cache key must be a str, got {type(key).__name__} {key!r}")
+    return ConfigurationError("cache key must be a non-empty str, got ''")
+
+
+def _check_key(key: object) -> str:
+    if type(key) is not str or not key:
+        raise _key_error(key)
     return key
-
-
-def _optional_duration(value: Duration | None, name: str) -> float | None:
-    return None if value is None else duration(value, name=name)
 
 
 def _check_loader(loader: object, what: str) -> None:
@@ -257,7 +247,7 @@ class Cache:
             disabled=disabled,
         )
         self._settings: Settings = settings
-        self._serializer_object: Serializer = serializer_from(serializer)
+        serializer_object = serializer_from(serializer)
         self._backend: Backend = (
             backend if isinstance(backend, Backend) else backend_from_url(settings.backend)
         )
@@ -288,7 +278,7 @@ class Cache:
             else None
         )
         self._serializer: Serializer | None = (
-            None if self._backend.stores_objects else self._serializer_object
+            None if self._backend.stores_objects else serializer_object
         )
         self._loaders: dict[str, _RegisteredLoader] = {}
         self._counters = _Counters()
@@ -381,13 +371,21 @@ class Cache:
                 f"loader scheme must be a non-empty str without ':', got {scheme!r}"
             )
         _check_loader(loader, f"loader for {scheme!r}")
-        self._loaders[scheme] = _RegisteredLoader(
-            load=loader,
-            ttl=_optional_duration(ttl, "ttl"),
-            stale_ttl=_optional_duration(stale_ttl, "stale_ttl"),
-            stale_if_error=_optional_duration(stale_if_error, "stale_if_error"),
-            negative_ttl=_optional_duration(negative_ttl, "negative_ttl"),
+        # The cache's own durations are fixed at construction: the merge is done once, here.
+        base = self._policy
+        policy = _Policy(
+            ttl=base.ttl if ttl is None else duration(ttl, name="ttl"),
+            stale_ttl=base.stale_ttl
+            if stale_ttl is None
+            else duration(stale_ttl, name="stale_ttl"),
+            stale_if_error=base.stale_if_error
+            if stale_if_error is None
+            else duration(stale_if_error, name="stale_if_error"),
+            negative_ttl=base.negative_ttl
+            if negative_ttl is None
+            else duration(negative_ttl, name="negative_ttl"),
         )
+        self._loaders[scheme] = _RegisteredLoader(loader, policy)
 
     def loader(
         self,
@@ -434,7 +432,7 @@ class Cache:
                     f"({exc.name or exc} is not installed)"
                 ) from exc
             loader = getattr(module, attribute)()
-            registered = _RegisteredLoader(loader, None, None, None, None)
+            registered = _RegisteredLoader(loader, self._policy)
             self._loaders[scheme] = registered
         return registered
 
@@ -448,38 +446,10 @@ class Cache:
         if name.startswith("//"):
             # URL-style keys: "s3://bucket/key" loads "bucket/key".
             name = name[2:]
-        policy = self._policy
-        if (
-            registered.ttl is not None
-            or registered.stale_ttl is not None
-            or registered.stale_if_error is not None
-            or registered.negative_ttl is not None
-        ):
-            policy = _Policy(
-                ttl=policy.ttl if registered.ttl is None else registered.ttl,
-                stale_ttl=policy.stale_ttl
-                if registered.stale_ttl is None
-                else registered.stale_ttl,
-                stale_if_error=(
-                    policy.stale_if_error
-                    if registered.stale_if_error is None
-                    else registered.stale_if_error
-                ),
-                negative_ttl=(
-                    policy.negative_ttl
-                    if registered.negative_ttl is None
-                    else registered.negative_ttl
-                ),
-            )
-        return _Route(registered.load, name, policy)
+        return _Route(registered.load, name, registered.policy)
 
-    def _policy_for(
-        self,
-        ttl: Duration | None,
-        stale_ttl: Duration | None,
-        base: _Policy | None = None,
-    ) -> _Policy:
-        policy = base or self._policy
+    def _policy_for(self, ttl: Duration | None, stale_ttl: Duration | None) -> _Policy:
+        policy = self._policy
         if ttl is None and stale_ttl is None:
             return policy
         return _Policy(
@@ -511,11 +481,11 @@ class Cache:
         records = self._records
         if records is not None:
             # The hit path: no await, no allocation. Re-inserting marks the key recently used.
-            # A key of the wrong type misses here (or is unhashable) and is named on the slow path.
+            # A key of another hashable type misses here and is named on the slow path.
             try:
                 record = records.pop(key, None)
             except TypeError:
-                record = None
+                raise _key_error(key) from None  # unhashable, so not a str
             if record is not None:
                 records[key] = record
                 now = self._clock()
@@ -567,7 +537,7 @@ class Cache:
             try:
                 record = records.pop(key, None)
             except TypeError:
-                record = None
+                raise _key_error(key) from None  # unhashable, so not a str
             if record is not None:
                 records[key] = record
                 value = record[0]
@@ -907,11 +877,7 @@ class Cache:
                     return entry
                 entry = self._new_entry(loaded.value, policy, loaded.validator)
             else:
-                value = await load(route.name)
-                if isinstance(value, Loaded):
-                    entry = self._new_entry(value.value, policy, value.validator)
-                else:
-                    entry = self._new_entry(value, policy, None)
+                entry = self._loaded_entry(await load(route.name), policy)
         except SourceNotFound:
             entry = self._negative_entry(policy)
             await self._store(key, entry)
@@ -937,7 +903,7 @@ class Cache:
             serve_stale
             and previous is not None
             and not previous.negative
-            and self._clock() <= previous.fresh_until + max(policy.stale_if_error, policy.stale_ttl)
+            and self._clock() <= previous.fresh_until + policy.keep
         ):
             logger.warning(
                 "polycache: loading %r failed (%s); serving the previous value",
@@ -986,10 +952,8 @@ class Cache:
                     elif isinstance(value, Exception):
                         future.set_result(self._stale_or_raise(key, previous, route.policy, value))
                         continue
-                    elif isinstance(value, Loaded):
-                        entry = self._new_entry(value.value, route.policy, value.validator)
                     else:
-                        entry = self._new_entry(value, route.policy, None)
+                        entry = self._loaded_entry(value, route.policy)
                     await self._store(key, entry)
                     future.set_result(entry)
                 except PolycacheError as exc:
@@ -1012,6 +976,12 @@ class Cache:
             keep = max(keep, policy.ttl)
         expires_at = fresh_until + keep if keep else fresh_until
         return Entry(value, fresh_until, stale_until, expires_at, validator)
+
+    def _loaded_entry(self, value: Any, policy: _Policy) -> Entry:
+        """The entry for what a loader returned: a plain value, or `Loaded` with a validator."""
+        if isinstance(value, Loaded):
+            return self._new_entry(value.value, policy, value.validator)
+        return self._new_entry(value, policy, None)
 
     def _negative_entry(self, policy: _Policy) -> Entry:
         until = self._clock() + policy.negative_ttl

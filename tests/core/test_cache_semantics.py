@@ -394,12 +394,14 @@ async def test_too_large_loaded_value_is_returned_uncached() -> None:
 # -- bad input -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", [42, b"bytes", None, ""])
+@pytest.mark.parametrize("key", [42, b"bytes", None, "", ["unhashable"]])
 async def test_bad_keys_are_rejected_without_touching_the_cache(key: object) -> None:
     cache = Cache()
     await cache.set("good", 1)
     with pytest.raises(ConfigurationError, match="key"):
         await cache.get(key)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="key"):
+        await cache.get_or_load(key, CountingLoader())  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="key"):
         await cache.set(key, 2)  # type: ignore[arg-type]
     assert await cache.get("good") == 1
