@@ -27,6 +27,7 @@ __all__ = [
     "READ_TIMEOUT",
     "ClientFactory",
     "client",
+    "client_factory",
     "close_clients",
     "error_code",
     "translate_error",
@@ -81,6 +82,13 @@ async def client(service: str) -> Any:
         bound = LoopBound(lambda: _create_client(service), _close_client)
         _clients[service] = bound
     return await bound.get()
+
+
+def client_factory(clients: ClientFactory | None) -> ClientFactory:
+    """Validate a loader's `clients` argument; None means the shared `client`."""
+    if clients is not None and not callable(clients):
+        raise ConfigurationError(f"clients must be an async callable, got {clients!r}")
+    return clients or client
 
 
 async def close_clients() -> None:

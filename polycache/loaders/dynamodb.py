@@ -144,12 +144,10 @@ class DynamoDbLoader:
             raise ConfigurationError(
                 f"attribute must be a non-empty str or None, got {attribute!r}"
             )
-        if clients is not None and not callable(clients):
-            raise ConfigurationError(f"clients must be an async callable, got {clients!r}")
         self._consistent_read = consistent_read
         self._attribute = attribute
         self._transform = check_transform(transform)
-        self._clients: _aws.ClientFactory = clients or _aws.client
+        self._clients = _aws.client_factory(clients)
         # Table -> its key schema (attribute -> S, N or B), learned once; and the learning in
         # flight, shared by concurrent callers on one loop.
         self._schemas: dict[str, dict[str, str]] = {}

@@ -79,12 +79,10 @@ class S3Loader:
             raise ConfigurationError(
                 "S3Loader takes directory (the value is a file path) or transform, not both"
             )
-        if clients is not None and not callable(clients):
-            raise ConfigurationError(f"clients must be an async callable, got {clients!r}")
         self._max_bytes = max_bytes
         self._directory = None if directory is None else Path(directory)
         self._transform = check_transform(transform)
-        self._clients: _aws.ClientFactory = clients or _aws.client
+        self._clients = _aws.client_factory(clients)
 
     def __repr__(self) -> str:
         directory = None if self._directory is None else str(self._directory)

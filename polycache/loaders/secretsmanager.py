@@ -82,11 +82,9 @@ class SecretsManagerLoader:
             raise ConfigurationError(
                 f"version_stage must be a non-empty str or None, got {version_stage!r}"
             )
-        if clients is not None and not callable(clients):
-            raise ConfigurationError(f"clients must be an async callable, got {clients!r}")
         self._version_stage = version_stage
         self._transform = check_transform(transform)
-        self._clients: _aws.ClientFactory = clients or _aws.client
+        self._clients = _aws.client_factory(clients)
 
     def __repr__(self) -> str:
         return (

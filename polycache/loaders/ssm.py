@@ -68,12 +68,10 @@ class SsmLoader:
             raise ConfigurationError(f"decrypt must be a bool, got {decrypt!r}")
         if not isinstance(recursive, bool):
             raise ConfigurationError(f"recursive must be a bool, got {recursive!r}")
-        if clients is not None and not callable(clients):
-            raise ConfigurationError(f"clients must be an async callable, got {clients!r}")
         self._decrypt = decrypt
         self._transform = check_transform(transform)
         self._recursive = recursive
-        self._clients: _aws.ClientFactory = clients or _aws.client
+        self._clients = _aws.client_factory(clients)
 
     def __repr__(self) -> str:
         return (
