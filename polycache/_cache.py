@@ -677,7 +677,11 @@ class Cache:
         batches: dict[str, list[tuple[str, _Route, Entry | None]]] = {}
         lookups: dict[str, Awaitable[Entry | None]] = {}
         routes = {key: self._route(key) for key in unique}
-        entries = await asyncio.gather(*(self._read(key) for key in unique))
+        if self._memory is not None:
+            # Reads from memory never wait: a task per key would be pure overhead.
+            entries = [await self._read(key) for key in unique]
+        else:
+            entries = await asyncio.gather(*(self._read(key) for key in unique))
         now = self._clock()
         for key, entry in zip(unique, entries, strict=True):
             route = routes[key]
