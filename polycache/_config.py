@@ -56,6 +56,13 @@ DEFAULTS = Settings(
 )
 
 
+def _unacceptable(seconds: float, *, allow_zero: bool) -> str | None:
+    """What a duration should have been, if `seconds` is not acceptable; None if it is."""
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        return "a finite, non-negative" if allow_zero else "a positive"
+    return None
+
+
 def duration(value: object, *, name: str, allow_zero: bool = True) -> float:
     """Validate a duration given as seconds (int or float) or a `timedelta`.
 
@@ -73,8 +80,8 @@ def duration(value: object, *, name: str, allow_zero: bool = True) -> float:
             f"{name} must be a number of seconds or a timedelta, got {type(value).__name__} "
             f"{value!r}"
         )
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
-        expected = "a positive" if not allow_zero else "a finite, non-negative"
+    expected = _unacceptable(seconds, allow_zero=allow_zero)
+    if expected is not None:
         raise ConfigurationError(f"{name} must be {expected} number of seconds, got {value!r}")
     return seconds
 
@@ -92,8 +99,8 @@ def _environment_duration(
         raise ConfigurationError(
             f"{variable}={raw!r} is not a number of seconds (expected e.g. '300' or '0.5')"
         ) from None
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
-        expected = "a positive" if not allow_zero else "a finite, non-negative"
+    expected = _unacceptable(seconds, allow_zero=allow_zero)
+    if expected is not None:
         raise ConfigurationError(f"{variable}={raw!r}: expected {expected} number of seconds")
     return seconds
 
