@@ -13,7 +13,9 @@ from typing import Any, Protocol, runtime_checkable
 __all__ = [
     "Backend",
     "BackendFactory",
+    "BatchBackend",
     "BatchLoader",
+    "ClearableBackend",
     "ConditionalLoader",
     "Entry",
     "Loaded",
@@ -79,6 +81,36 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """Release connections. The backend may be used again afterwards (it reconnects)."""
+        ...
+
+
+@runtime_checkable
+class BatchBackend(Protocol):
+    """A backend that reads, writes and forgets many keys in few round trips (optional).
+
+    The `Cache` checks for it once, at construction; without it, bulk operations run the
+    single-key methods concurrently.
+    """
+
+    async def get_many(self, keys: Sequence[str]) -> Sequence[Entry | None]:
+        """Return the entries under `keys`, in order; None where there is none."""
+        ...
+
+    async def set_many(self, entries: Mapping[str, Entry]) -> None:
+        """Store each entry under its key, each kept until its own `expires_at`."""
+        ...
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Forget every key in `keys`; missing keys are not an error."""
+        ...
+
+
+@runtime_checkable
+class ClearableBackend(Protocol):
+    """A backend that can forget every entry polycache stored in it (optional)."""
+
+    async def clear(self) -> None:
+        """Forget polycache's own entries, and nothing else the store may hold."""
         ...
 
 
