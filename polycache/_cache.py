@@ -1,167 +1,43 @@
-"""`Cache`: the one stateful public class. Policy lives here; backends only store."""
+"""`Cache`: the one stateful public class, a straight pipeline over its mechanisms.
+
+Each mechanism lives in its own module: settings in `_config`, durations and entry building in
+`_policy`, the loader table in `_routing`, storage (memory or remote: serialization, the backend
+timeout, fail-open, shared reads) in `_storage`, and loads (single-flight, `load_timeout`,
+stale-if-error, batches) in `_loading`, whose per-event-loop state the Cache replaces in one
+assignment when the running loop changes. The memory hit paths are written out here, inline:
+a helper call would cost about a third of a hit.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import importlib
 import logging
 import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar
 
-from polycache._config import Duration, Settings, duration, resolve_settings
-from polycache._contracts import (
-    Backend,
-    BatchLoader,
-    ConditionalLoader,
-    Entry,
-    Loaded,
-    LoaderFunction,
-)
-from polycache._errors import (
-    BackendError,
-    BackendTimeout,
-    ConfigurationError,
-    LoaderError,
-    PolycacheError,
-    SerializationError,
-    SourceNotFound,
-)
-from polycache._flight import Flight
+from polycache._config import UNSET, Duration, Settings, Unset, duration, resolve_settings
+from polycache._contracts import Backend, Entry, LoaderFunction
+from polycache._errors import ConfigurationError, SourceNotFound
+from polycache._loading import Batch, Loading, LoopState
+from polycache._policy import Policy
 from polycache._registry import backend_from_url
+from polycache._routing import LoaderTable, Route, zero_argument_route
 from polycache._serializers import Serializer, serializer_from
-from polycache.backends.memory import (
-    NEGATIVE,
-    MemoryBackend,
-    Record,
-    entry_from_record,
-    record_from_entry,
-)
+from polycache._stats import Counters, Stats
+from polycache._storage import MemoryStorage, storage_for
+from polycache.backends.memory import NEGATIVE, Record
 
 __all__ = ["Cache", "Stats"]
 
-if TYPE_CHECKING:
-    from polycache.backends.near import NearCacheBackend
-
 logger = logging.getLogger("polycache")
 
-_running_loop = asyncio.get_running_loop
+_running_loop: Final = asyncio.get_running_loop
 
 LoaderT = TypeVar("LoaderT", bound=LoaderFunction)
-
-# Loader schemes that come with polycache; their modules (and aioboto3) load on first use.
-_BUILTIN_LOADERS: Final = {
-    "ssm": ("polycache.loaders.ssm", "SsmLoader"),
-    "secretsmanager": ("polycache.loaders.secretsmanager", "SecretsManagerLoader"),
-    "s3": ("polycache.loaders.s3", "S3Loader"),
-    "dynamodb": ("polycache.loaders.dynamodb", "DynamoDbLoader"),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Stats:
-    """Counters since the cache was created (a snapshot; read `cache.stats` again to update).
-
-    Attributes:
-        hits: Gets answered by a fresh entry (a remembered "not found" included).
-        misses: Gets that found no usable entry (then loaded, if the key has a loader).
-        stale_hits: Gets answered by a stale entry while it refreshed, or after a failed load.
-        loads: Loader calls (one per key, batched calls included).
-        load_errors: Loads that failed (whether or not a stale value stood in).
-        backend_errors: Backend operations that failed or timed out.
-        uncached: Loaded values returned to the caller but too large or not serializable to store.
-    """
-
-    hits: int = 0
-    misses: int = 0
-    stale_hits: int = 0
-    loads: int = 0
-    load_errors: int = 0
-    backend_errors: int = 0
-    uncached: int = 0
-
-
-class _Counters:
-    __slots__ = (
-        "backend_errors",
-        "load_errors",
-        "loads",
-        "misses",
-        "stale_hits",
-        "uncached",
-    )
-
-    def __init__(self) -> None:
-        self.misses = self.stale_hits = self.loads = 0
-        self.load_errors = self.backend_errors = self.uncached = 0
-
-
-# The internal value classes below are plain slotted classes, not dataclasses: building a
-# dataclass costs about a millisecond at import, and `import polycache` is on the cold start.
-
-
-class _Policy:
-    __slots__ = ("keep", "negative_ttl", "stale_if_error", "stale_ttl", "ttl")
-
-    def __init__(
-        self, ttl: float, stale_ttl: float, stale_if_error: float, negative_ttl: float
-    ) -> None:
-        self.ttl = ttl
-        self.stale_ttl = stale_ttl
-        self.stale_if_error = stale_if_error
-        self.negative_ttl = negative_ttl
-        # How long past freshness a backend keeps an entry: the stale window, or the
-        # stale-if-error window, whichever is longer.
-        self.keep = max(stale_ttl, stale_if_error)
-
-
-class _Route:
-    """How one key is loaded: the loader, the name it is called with, and the policy."""
-
-    __slots__ = ("load", "name", "policy")
-
-    def __init__(self, load: LoaderFunction, name: str, policy: _Policy) -> None:
-        self.load = load
-        self.name = name
-        self.policy = policy
-
-
-class _RegisteredLoader:
-    __slots__ = ("load", "policy")
-
-    def __init__(self, load: LoaderFunction, policy: _Policy) -> None:
-        self.load = load
-        self.policy = policy
-
-
-class _Missing:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-_MISSING: Final = _Missing()
-
-# Handed to the callers sharing a backend read whose reader was cancelled: read again.
-_READ_AGAIN: Final = Entry(None, 0.0, 0.0, 0.0)
-
-
-def _with_value(entry: Entry, value: Any) -> Entry:
-    # dataclasses.replace() looks the fields up on every call: several times slower.
-    return Entry(
-        value,
-        entry.fresh_until,
-        entry.stale_until,
-        entry.expires_at,
-        entry.validator,
-        entry.negative,
-    )
 
 
 def _key_error(key: object) -> ConfigurationError:
@@ -176,9 +52,19 @@ def _check_key(key: object) -> str:
     return key
 
 
-def _check_loader(loader: object, what: str) -> None:
-    if not callable(loader):
-        raise ConfigurationError(f"{what} must be an async callable, got {loader!r}")
+def _check_keys(keys: object, operation: str) -> list[str]:
+    """The distinct keys of an iterable of keys, in order; a lone str is a mistake."""
+    if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):
+        raise ConfigurationError(
+            f"{operation} takes an iterable of keys (a list or tuple of str), got "
+            f"{type(keys).__name__} {keys!r}"
+        )
+    unique: dict[str, None] = {}
+    for key in keys:
+        if type(key) is not str or not key:
+            raise _key_error(key)
+        unique[key] = None
+    return list(unique)
 
 
 class Cache:
@@ -197,16 +83,22 @@ class Cache:
             `POLYCACHE_NEGATIVE_TTL`, then 30.
         backend_timeout: Seconds one backend operation may take, retries included. Default
             `POLYCACHE_BACKEND_TIMEOUT`, then 1.
+        load_timeout: Seconds one load may run; a load that runs longer is cancelled, its
+            waiters get `LoaderError` (or the stale value, where stale-if-error allows) and the
+            next caller loads afresh. `None` disables the limit. Default
+            `POLYCACHE_LOAD_TIMEOUT`, then 30.
         serializer: For backends that store bytes: `"json"` (default), `"pickle"` (only for a
             cache whose writers you trust), or an object with `dumps` and `loads`.
         fail_open: If True (default), a failing or slow backend counts as a miss and values come
             from their loaders; if False, backend failures raise `BackendError`.
         disabled: If True, every get misses and loads. Default `POLYCACHE_DISABLED`.
         clock: Returns the epoch time in seconds; injectable for tests.
-        environ: The environment to read `POLYCACHE_*` from; defaults to `os.environ`.
+        environ: The environment to read `POLYCACHE_*` (and the backend's own variables, such
+            as `MOMENTO_API_KEY`) from; defaults to `os.environ`.
 
     Raises:
-        ConfigurationError: A bad argument, environment value or backend URL, named.
+        ConfigurationError: A bad argument, environment value or backend URL, or a backend
+            whose extra is not installed, named.
     """
 
     def __init__(
@@ -218,6 +110,7 @@ class Cache:
         stale_if_error: Duration | None = None,
         negative_ttl: Duration | None = None,
         backend_timeout: Duration | None = None,
+        load_timeout: Duration | Unset | None = UNSET,
         serializer: str | Serializer | None = None,
         fail_open: bool = True,
         disabled: bool | None = None,
@@ -236,6 +129,7 @@ class Cache:
             raise ConfigurationError(f"fail_open must be a bool, got {fail_open!r}")
         if clock is not None and not callable(clock):
             raise ConfigurationError(f"clock must be a callable returning seconds, got {clock!r}")
+        environ = os.environ if environ is None else environ
         settings = resolve_settings(
             environ,
             backend=backend if isinstance(backend, str) else None,
@@ -244,59 +138,54 @@ class Cache:
             stale_if_error=stale_if_error,
             negative_ttl=negative_ttl,
             backend_timeout=backend_timeout,
+            load_timeout=load_timeout,
             disabled=disabled,
         )
         self._settings: Settings = settings
         serializer_object = serializer_from(serializer)
         self._backend: Backend = (
-            backend if isinstance(backend, Backend) else backend_from_url(settings.backend)
+            backend
+            if isinstance(backend, Backend)
+            else backend_from_url(settings.backend, environ=environ)
         )
         self._clock: Callable[[], float] = clock or time.time
-        self._policy = _Policy(
+        self._policy = Policy(
             ttl=settings.ttl,
             stale_ttl=settings.stale_ttl,
             stale_if_error=settings.stale_if_error,
             negative_ttl=settings.negative_ttl,
+            load_timeout=settings.load_timeout,
         )
-        self._fail_open = fail_open
         self._disabled = settings.disabled
-        # The hit path reads the memory backend synchronously: no await, no timeout needed.
-        self._memory: MemoryBackend | None = (
-            self._backend if isinstance(self._backend, MemoryBackend) else None
-        )
-        # The hit paths read the memory backend's dict directly (None when disabled: every get
-        # then takes the slow path, which misses and loads).
-        self._records: dict[str, Record] | None = (
-            None if self._memory is None or self._disabled else self._memory.records
-        )
-        # A near-cache in front of a remote backend is read synchronously first. Its module is
-        # loaded only if such a backend was made, so this costs no import.
-        near_module = sys.modules.get("polycache.backends.near")
-        self._near: NearCacheBackend | None = (
-            self._backend
-            if near_module is not None and isinstance(self._backend, near_module.NearCacheBackend)
-            else None
-        )
-        self._serializer: Serializer | None = (
-            None if self._backend.stores_objects else serializer_object
-        )
-        self._loaders: dict[str, _RegisteredLoader] = {}
-        self._counters = _Counters()
+        self._counters = Counters()
         # Kept on the cache itself, not in _counters: one attribute lookup less on the hit path.
         self._hits = 0
-        # What the set path needs, in one attribute: (records, clock, ttl, memory backend).
-        self._fast_set: (
-            tuple[dict[str, Record], Callable[[], float], float, MemoryBackend] | None
-        ) = (
-            (self._memory.records, self._clock, self._policy.ttl, self._memory)
-            if self._memory is not None and not self._policy.stale_ttl and not self._policy.keep
+        # The tables side by side: where entries live, and where values come from.
+        self._storage = storage_for(
+            self._backend,
+            serializer_object,
+            timeout=settings.backend_timeout,
+            fail_open=fail_open,
+            counters=self._counters,
+            clock=self._clock,
+        )
+        self._loaders = LoaderTable(self._policy)
+        self._loading = Loading(self._storage, self._counters, self._clock)
+        # Loop-bound state, replaced when the running loop changes (asyncio.run per invocation).
+        self._state = LoopState(None)
+        # The hit paths read the memory backend's dict directly (None when disabled: every get
+        # then takes the slow path, which misses and loads).
+        memory = self._storage if isinstance(self._storage, MemoryStorage) else None
+        self._records: dict[str, Record] | None = (
+            None if memory is None or self._disabled else memory.records
+        )
+        # What the set path needs, in one attribute: (records, clock, ttl, max entries, backend).
+        policy = self._policy
+        self._fast_set: tuple[dict[str, Record], Callable[[], float], float, Any] | None = (
+            (memory.records, self._clock, policy.ttl, memory.backend)
+            if memory is not None and not policy.stale_ttl and not policy.keep
             else None
         )
-        # Loop-bound state, rebuilt when the running loop changes (asyncio.run per invocation).
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loads: dict[str, Flight[Entry | None]] = {}
-        self._reads: dict[str, list[asyncio.Future[Entry | None]]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     @classmethod
     def from_env(
@@ -318,7 +207,7 @@ class Cache:
     def __repr__(self) -> str:
         return (
             f"Cache(backend={self._backend!r}, ttl={self._policy.ttl}, "
-            f"stale_ttl={self._policy.stale_ttl}, loaders={sorted(self._loaders)})"
+            f"stale_ttl={self._policy.stale_ttl}, loaders={self._loaders!r})"
         )
 
     @property
@@ -334,16 +223,7 @@ class Cache:
     @property
     def stats(self) -> Stats:
         """A snapshot of the counters."""
-        counters = self._counters
-        return Stats(
-            hits=self._hits,
-            misses=counters.misses,
-            stale_hits=counters.stale_hits,
-            loads=counters.loads,
-            load_errors=counters.load_errors,
-            backend_errors=counters.backend_errors,
-            uncached=counters.uncached,
-        )
+        return self._counters.snapshot(self._hits)
 
     # -- loaders ------------------------------------------------------------------------------
 
@@ -363,29 +243,13 @@ class Cache:
         (`ssm`, `secretsmanager`, `s3`, `dynamodb`) replaces the built-in loader.
 
         Raises:
-            ConfigurationError: A scheme with `:` in it, a loader that is not callable, or a bad
-                duration.
+            ConfigurationError: A scheme with `:` in it, a loader that is not an async callable
+                (a plain `def` function), or a bad duration.
         """
-        if not isinstance(scheme, str) or not scheme or ":" in scheme:
-            raise ConfigurationError(
-                f"loader scheme must be a non-empty str without ':', got {scheme!r}"
-            )
-        _check_loader(loader, f"loader for {scheme!r}")
-        # The cache's own durations are fixed at construction: the merge is done once, here.
-        base = self._policy
-        policy = _Policy(
-            ttl=base.ttl if ttl is None else duration(ttl, name="ttl"),
-            stale_ttl=base.stale_ttl
-            if stale_ttl is None
-            else duration(stale_ttl, name="stale_ttl"),
-            stale_if_error=base.stale_if_error
-            if stale_if_error is None
-            else duration(stale_if_error, name="stale_if_error"),
-            negative_ttl=base.negative_ttl
-            if negative_ttl is None
-            else duration(negative_ttl, name="negative_ttl"),
+        policy = self._policy.override(
+            ttl=ttl, stale_ttl=stale_ttl, stale_if_error=stale_if_error, negative_ttl=negative_ttl
         )
-        self._loaders[scheme] = _RegisteredLoader(loader, policy)
+        self._loaders.register(scheme, loader, policy)
 
     def loader(
         self,
@@ -420,47 +284,6 @@ class Cache:
 
         return register
 
-    def _registered(self, scheme: str) -> _RegisteredLoader | None:
-        registered = self._loaders.get(scheme)
-        if registered is None and scheme in _BUILTIN_LOADERS:
-            module_name, attribute = _BUILTIN_LOADERS[scheme]
-            try:
-                module = importlib.import_module(module_name)
-            except ImportError as exc:
-                raise ConfigurationError(
-                    f"the {scheme}: loader needs its extra: pip install 'polycache[aws]' "
-                    f"({exc.name or exc} is not installed)"
-                ) from exc
-            loader = getattr(module, attribute)()
-            registered = _RegisteredLoader(loader, self._policy)
-            self._loaders[scheme] = registered
-        return registered
-
-    def _route(self, key: str) -> _Route | None:
-        scheme, separator, name = key.partition(":")
-        if not separator:
-            return None
-        registered = self._registered(scheme)
-        if registered is None:
-            return None
-        if name.startswith("//"):
-            # URL-style keys: "s3://bucket/key" loads "bucket/key".
-            name = name[2:]
-        return _Route(registered.load, name, registered.policy)
-
-    def _policy_for(self, ttl: Duration | None, stale_ttl: Duration | None) -> _Policy:
-        policy = self._policy
-        if ttl is None and stale_ttl is None:
-            return policy
-        return _Policy(
-            ttl=policy.ttl if ttl is None else duration(ttl, name="ttl"),
-            stale_ttl=policy.stale_ttl
-            if stale_ttl is None
-            else duration(stale_ttl, name="stale_ttl"),
-            stale_if_error=policy.stale_if_error,
-            negative_ttl=policy.negative_ttl,
-        )
-
     # -- the public operations ----------------------------------------------------------------
 
     async def get(self, key: str, default: Any = None) -> Any:
@@ -493,19 +316,20 @@ class Cache:
                     self._hits += 1
                     value = record[0]
                     return default if value is NEGATIVE else value
-                if now < record[2] and key in self._loads and self._loop is _running_loop():
+                state = self._state
+                if now < record[2] and key in state.loads and state.loop is _running_loop():
                     # Stale, and its refresh is already running: serve at once.
                     self._counters.stale_hits += 1
                     return record[0]
-            flight = self._loads.get(key)
-            if flight is not None and self._loop is _running_loop():
+            state = self._state
+            flight = state.loads.get(key)
+            if flight is not None and not flight.superseded and state.loop is _running_loop():
                 # A stampede: the key is being loaded; wait for that load, skip the routing.
                 self._counters.misses += 1
                 entry = await flight.wait()
                 return default if entry is None or entry.negative else entry.value
         key = _check_key(key)
-        route = self._route(key)
-        entry = await self._lookup(key, route)
+        entry = await self._lookup(key, self._loaders.route(key))
         if entry is None or entry.negative:
             return default
         return entry.value
@@ -529,6 +353,7 @@ class Cache:
         Raises:
             SourceNotFound: `loader` raised it, now or within `negative_ttl`.
             LoaderError: The load failed and no stale value could stand in.
+            ConfigurationError: `loader` is not an async callable.
         """
         # The same hit path as get's, written out again: a shared helper would cost a call
         # (about a third of a hit) on both.
@@ -546,18 +371,20 @@ class Cache:
                     if now < record[1]:
                         self._hits += 1
                         return value
-                    if now < record[2] and key in self._loads and self._loop is _running_loop():
+                    state = self._state
+                    if now < record[2] and key in state.loads and state.loop is _running_loop():
                         self._counters.stale_hits += 1
                         return value
-            flight = self._loads.get(key)
-            if flight is not None and self._loop is _running_loop():
+            state = self._state
+            flight = state.loads.get(key)
+            if flight is not None and not flight.superseded and state.loop is _running_loop():
                 self._counters.misses += 1
                 joined = await flight.wait()
                 if joined is not None and not joined.negative:
                     return joined.value
         key = _check_key(key)
-        _check_loader(loader, "get_or_load's loader")
-        route = _Route(_ZeroArgumentLoader(loader), key, self._policy_for(ttl, stale_ttl))
+        policy = self._policy.override(ttl=ttl, stale_ttl=stale_ttl)
+        route = zero_argument_route(key, loader, policy, "get_or_load's loader")
         entry = await self._lookup(key, route)
         assert entry is not None
         if entry.negative:
@@ -574,6 +401,9 @@ class Cache:
     ) -> None:
         """Store `value` under `key`, fresh for `ttl` seconds (default: the cache's).
 
+        A load of `key` already running still answers its waiters, but its value is not
+        stored, and later callers do not join it.
+
         Raises:
             SerializationError: The backend stores bytes and `value` cannot be serialized, or is
                 over the backend's item limit; nothing is sent.
@@ -583,41 +413,34 @@ class Cache:
         if fast is not None and ttl is None and stale_ttl is None and type(key) is str and key:
             # The set path for the memory backend with the cache's own durations and no stale
             # window. One float object serves all three times: a third of the memory per entry.
-            records, clock, seconds, fast_memory = fast
+            records, clock, seconds, memory = fast
             fresh_until = clock() + seconds
             if key in records:
                 del records[key]  # re-inserted as the most recently used; the size is unchanged
                 records[key] = (value, fresh_until, fresh_until, fresh_until)
             else:
                 records[key] = (value, fresh_until, fresh_until, fresh_until)
-                if len(records) > fast_memory.max_entries:
-                    fast_memory.evict()
-            if self._loads:
+                if len(records) > memory.max_entries:
+                    memory.evict()
+            if self._state.loads:
                 self._supersede(key)
             return
         key = _check_key(key)
-        policy = self._policy_for(ttl, stale_ttl)
-        entry = self._new_entry(value, policy, validator=None)
+        entry = self._policy.override(ttl=ttl, stale_ttl=stale_ttl).entry(value, self._clock())
         self._supersede(key)
-        if self._memory is not None:
-            self._memory.put(key, record_from_entry(entry))
-            return
-        stored = self._serialize(key, entry)
-        await self._write(key, stored)
+        await self._storage.write(key, entry)
 
     async def delete(self, key: str) -> None:
         """Forget `key`. A load already running for it still answers its waiters, uncached."""
         key = _check_key(key)
         self._supersede(key)
-        if self._memory is not None:
-            self._memory.discard(key)
-            return
-        await self._backend_call("delete", key, self._backend.delete(key))
+        await self._storage.delete(key)
 
     async def refresh(self, key: str, loader: Callable[[], Awaitable[Any]] | None = None) -> Any:
         """Reload `key` from its source now, store it and return the new value.
 
-        Concurrent gets and refreshes of the key share this load.
+        Concurrent gets and refreshes of the key share this load; a load that a `set` or
+        `delete` superseded is never joined.
 
         Args:
             key: A key with a registered loader, or any key if `loader` is given.
@@ -629,20 +452,20 @@ class Cache:
             LoaderError: The load failed.
         """
         key = _check_key(key)
+        route: Route | None
         if loader is not None:
-            _check_loader(loader, "refresh's loader")
-            route: _Route | None = _Route(_ZeroArgumentLoader(loader), key, self._policy)
+            route = zero_argument_route(key, loader, self._policy, "refresh's loader")
         else:
-            route = self._route(key)
+            route = self._loaders.route(key)
         if route is None:
             raise ConfigurationError(
                 f"cannot refresh {key!r}: no loader is registered for its scheme and none was given"
             )
-        self._check_loop()
-        previous = await self._read(key)
-        flight = self._loads.get(key)
-        if flight is None:
-            flight = self._start_load(key, route, previous, force=True)
+        state = self._current_state()
+        previous = await self._storage.read(key, state.reads)
+        flight = state.loads.get(key)
+        if flight is None or flight.superseded:
+            flight = self._loading.start(state, key, route, previous, force=True)
         entry = await flight.wait()
         assert entry is not None
         if entry.negative:
@@ -663,56 +486,85 @@ class Cache:
         others: every value that loaded is cached before any error is raised.
 
         Args:
-            keys: The keys; duplicates are read once.
+            keys: The keys (a list or tuple of str; a lone str is refused); duplicates are read
+                once.
             default: The value for plain keys that miss and names the source does not have.
             return_exceptions: Put a failed key's `LoaderError` in the result instead of raising
                 the first one.
 
         Returns:
             A dict from each key to its value (or `default`, or its error).
+
+        Raises:
+            ConfigurationError: `keys` is a str or not an iterable of non-empty str.
         """
-        unique = list(dict.fromkeys(_check_key(key) for key in keys))
-        self._check_loop()
+        unique = _check_keys(keys, "get_many")
         results: dict[str, Any] = {}
-        batches: dict[str, list[tuple[str, _Route, Entry | None]]] = {}
-        lookups: dict[str, Awaitable[Entry | None]] = {}
-        routes = {key: self._route(key) for key in unique}
-        if self._memory is not None:
-            # Reads from memory never wait: a task per key would be pure overhead.
-            entries = [await self._read(key) for key in unique]
+        records = self._records
+        if records is not None:
+            # Fresh keys are answered inline, as get's hit path does.
+            now = self._clock()
+            missed: list[str] = []
+            for key in unique:
+                record = records.pop(key, None)
+                if record is None:
+                    missed.append(key)
+                    continue
+                records[key] = record
+                if now < record[1]:
+                    value = record[0]
+                    results[key] = default if value is NEGATIVE else value
+                else:
+                    missed.append(key)
+            self._hits += len(results)
+            if not missed:
+                return results
         else:
-            entries = await asyncio.gather(*(self._read(key) for key in unique))
+            missed = unique
+        await self._get_missed(missed, default, results, return_exceptions=return_exceptions)
+        return {key: results[key] for key in unique if key in results}
+
+    async def _get_missed(
+        self,
+        keys: list[str],
+        default: Any,
+        results: dict[str, Any],
+        *,
+        return_exceptions: bool,
+    ) -> None:
+        state = self._current_state()
+        routes = {key: self._loaders.route(key) for key in keys}
+        entries = await self._storage.read_many(keys, state.reads)
         now = self._clock()
-        for key, entry in zip(unique, entries, strict=True):
+        batches: dict[str, Batch] = {}
+        lookups: dict[str, Awaitable[Entry | None]] = {}
+        for key, entry in zip(keys, entries, strict=True):
             route = routes[key]
-            loader: object = route.load if route is not None else None
             if (
                 route is not None
-                and isinstance(loader, BatchLoader)
+                and route.batch is not None
+                and route.scheme is not None
                 and not self._disabled
-                and key not in self._loads
+                and key not in state.loads
                 and (entry is None or now >= entry.stale_until)
             ):
-                scheme = key.partition(":")[0]
-                batches.setdefault(scheme, []).append((key, route, entry))
+                batches.setdefault(route.scheme, []).append((key, route, entry))
             else:
-                lookups[key] = self._decide(key, route, entry, now)
+                lookups[key] = self._decide(state, key, route, entry, now)
         for batch in batches.values():
             if len(batch) == 1:
                 key, route, entry = batch[0]
-                lookups[key] = self._decide(key, route, entry, now)
+                lookups[key] = self._decide(state, key, route, entry, now)
                 continue
-            for key, flight in self._start_batch(batch).items():
+            for key, flight in self._loading.start_batch(state, batch).items():
                 self._counters.misses += 1
                 lookups[key] = flight.wait()
         outcomes = await asyncio.gather(*lookups.values(), return_exceptions=True)
         first_error: BaseException | None = None
         for key, outcome in zip(lookups, outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                if isinstance(outcome, asyncio.CancelledError) or not isinstance(
-                    outcome, Exception
-                ):
-                    raise outcome
+                if not isinstance(outcome, Exception):
+                    raise outcome  # cancelled, or a KeyboardInterrupt: not a key's failure
                 if return_exceptions:
                     results[key] = outcome
                 elif first_error is None:
@@ -723,19 +575,49 @@ class Cache:
                 results[key] = outcome.value
         if first_error is not None:
             raise first_error
-        return {key: results[key] for key in unique if key in results}
+
+    async def prefetch(self, keys: Iterable[str], *, jitter: float = 0.0) -> dict[str, Exception]:
+        """Load `keys` now, batched per source, so that their first `get` is a hit.
+
+        Meant for a Lambda function's INIT phase (`lambda_handler(cache=..., prefetch=...)`
+        does it there, on the loop the invocations use). It never raises for a key that fails
+        to load: the failure is logged, and the key loads on first use.
+
+        Args:
+            keys: The keys to load.
+            jitter: Up to this many seconds of random delay first, so that a fleet of
+                environments started together does not call the source at the same instant.
+
+        Returns:
+            The keys that failed, with their errors (empty when all loaded).
+
+        Raises:
+            ConfigurationError: `keys` is a str or not an iterable of non-empty str, or `jitter`
+                is negative.
+        """
+        unique = _check_keys(keys, "prefetch")
+        seconds = duration(jitter, name="jitter")
+        if seconds:
+            import random
+
+            await asyncio.sleep(random.uniform(0, seconds))  # noqa: S311 - spreading, not secrecy
+        results = await self.get_many(unique, return_exceptions=True)
+        failures = {key: value for key, value in results.items() if isinstance(value, Exception)}
+        for key, error in failures.items():
+            logger.warning(
+                "polycache: prefetching %r failed (%s); it will load on first use",
+                key,
+                type(error).__name__,
+            )
+        return failures
 
     async def aclose(self) -> None:
         """Cancel background refreshes and release the backend's connections.
 
         The cache can be used again afterwards; connections are made anew.
         """
-        tasks = [task for task in self._tasks if not task.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        await self._backend.aclose()
+        await self._state.cancel()
+        await self._storage.aclose()
         aws = sys.modules.get("polycache.loaders._aws")
         if aws is not None:
             # The AWS clients are shared by every cache in the process; the next use rebuilds them.
@@ -755,66 +637,30 @@ class Cache:
     # -- the miss path ------------------------------------------------------------------------
 
     def _supersede(self, key: str) -> None:
-        flight = self._loads.get(key)
+        flight = self._state.loads.get(key)
         if flight is not None:
             flight.superseded = True
 
-    def _check_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
+    def _current_state(self) -> LoopState:
+        state = self._state
+        loop = _running_loop()
+        if state.loop is not loop:
             # Futures and tasks of a finished loop can never complete: start afresh.
-            self._loop = loop
-            self._loads = {}
-            self._reads = {}
-            self._tasks = set()
+            state = self._state = LoopState(loop)
+        return state
 
-    async def _lookup(self, key: str, route: _Route | None) -> Entry | None:
-        self._check_loop()
-        if self._memory is not None:
-            entry = await self._read(key)
-        elif self._near is not None and (held := self._near.peek(key)) is not None:
-            # The near-cache answers without I/O: no task, no timeout.
-            entry = self._deserialize(key, held)
-        else:
-            # With a remote backend, concurrent callers of one key share one backend read. The
-            # first caller reads in its own task (a task per read would cost a loop iteration
-            # or two) and hands the result to each caller that came meanwhile; a caller alone
-            # pays for no future at all.
-            waiters = self._reads.get(key)
-            if waiters is None:
-                waiters = self._reads[key] = []
-                try:
-                    entry = await self._read(key)
-                except BaseException as exc:
-                    self._forget_read(key, waiters)
-                    for waiter in waiters:
-                        if waiter.done():
-                            continue
-                        if isinstance(exc, Exception):
-                            waiter.set_exception(exc)
-                        else:
-                            # Cancelled: the others read again, not share the cancellation.
-                            waiter.set_result(_READ_AGAIN)
-                    raise
-                # Forgotten before the result is out: the next caller reads afresh.
-                self._forget_read(key, waiters)
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(entry)
-            else:
-                waiter = asyncio.get_running_loop().create_future()
-                waiters.append(waiter)
-                entry = await waiter
-                if entry is _READ_AGAIN:
-                    return await self._lookup(key, route)
-        return await self._decide(key, route, entry, self._clock())
-
-    def _forget_read(self, key: str, waiters: list[asyncio.Future[Entry | None]]) -> None:
-        if self._reads.get(key) is waiters:
-            del self._reads[key]
+    async def _lookup(self, key: str, route: Route | None) -> Entry | None:
+        state = self._current_state()
+        entry = await self._storage.read(key, state.reads)
+        return await self._decide(state, key, route, entry, self._clock())
 
     async def _decide(
-        self, key: str, route: _Route | None, entry: Entry | None, now: float
+        self,
+        state: LoopState,
+        key: str,
+        route: Route | None,
+        entry: Entry | None,
+        now: float,
     ) -> Entry | None:
         counters = self._counters
         if self._disabled:
@@ -825,271 +671,17 @@ class Cache:
                 return entry
             if now < entry.stale_until and not entry.negative:
                 counters.stale_hits += 1
-                if route is not None and key not in self._loads:
-                    self._start_load(key, route, entry, force=False)
+                if route is not None and key not in state.loads:
+                    self._loading.start(state, key, route, entry, force=False)
                 return entry
         counters.misses += 1
         if route is None:
             return None
-        flight = self._loads.get(key)
-        if flight is None:
-            flight = self._start_load(key, route, entry, force=False)
+        flight = state.loads.get(key)
+        if flight is None or flight.superseded:
+            flight = self._loading.start(state, key, route, entry, force=False)
         result = await flight.wait()
         if result is not None and result is entry:
             # The load failed and the previous value stood in for it.
             counters.stale_hits += 1
         return result
-
-    def _track(self, coroutine: Awaitable[Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coroutine)
-        # Strong references until done, so a refresh nobody awaits is never collected mid-flight.
-        tasks = self._tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        return task
-
-    def _start_load(
-        self, key: str, route: _Route, previous: Entry | None, *, force: bool
-    ) -> Flight[Entry | None]:
-        task = self._track(self._load(key, route, previous, serve_stale=not force))
-        flight = Flight(task, functools.partial(self._forget_load, key))
-        self._loads[key] = flight
-        return flight
-
-    def _forget_load(self, key: str, flight: Flight[Entry | None]) -> None:
-        if self._loads.get(key) is flight:
-            del self._loads[key]
-
-    async def _load(
-        self, key: str, route: _Route, previous: Entry | None, *, serve_stale: bool
-    ) -> Entry | None:
-        counters = self._counters
-        counters.loads += 1
-        policy = route.policy
-        load: Any = route.load
-        try:
-            if (
-                isinstance(load, ConditionalLoader)
-                and previous is not None
-                and previous.validator is not None
-                and not previous.negative
-            ):
-                loaded = await load.load_conditional(route.name, previous.validator)
-                if not loaded.modified:
-                    entry = self._new_entry(previous.value, policy, previous.validator)
-                    await self._store(key, entry)
-                    return entry
-                entry = self._new_entry(loaded.value, policy, loaded.validator)
-            else:
-                entry = self._loaded_entry(await load(route.name), policy)
-        except SourceNotFound:
-            entry = self._negative_entry(policy)
-            await self._store(key, entry)
-            return entry
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            return self._stale_or_raise(key, previous, policy, exc, serve_stale=serve_stale)
-        await self._store(key, entry)
-        return entry
-
-    def _stale_or_raise(
-        self,
-        key: str,
-        previous: Entry | None,
-        policy: _Policy,
-        exc: Exception,
-        *,
-        serve_stale: bool = True,
-    ) -> Entry:
-        self._counters.load_errors += 1
-        if (
-            serve_stale
-            and previous is not None
-            and not previous.negative
-            and self._clock() <= previous.fresh_until + policy.keep
-        ):
-            logger.warning(
-                "polycache: loading %r failed (%s); serving the previous value",
-                key,
-                type(exc).__name__,
-            )
-            return previous
-        if isinstance(exc, LoaderError | ConfigurationError):
-            # Already says what went wrong (a malformed key names what was expected).
-            raise exc
-        raise LoaderError(f"loading {key!r} failed: {type(exc).__name__}", key=key) from exc
-
-    def _start_batch(
-        self, batch: list[tuple[str, _Route, Entry | None]]
-    ) -> dict[str, Flight[Entry | None]]:
-        loop = asyncio.get_running_loop()
-        futures: dict[str, asyncio.Future[Entry | None]] = {}
-        flights: dict[str, Flight[Entry | None]] = {}
-        for key, _, _ in batch:
-            futures[key] = loop.create_future()
-            flights[key] = Flight(futures[key], functools.partial(self._forget_load, key))
-            self._loads[key] = flights[key]
-        self._track(self._load_batch(batch, futures))
-        return flights
-
-    async def _load_batch(
-        self,
-        batch: list[tuple[str, _Route, Entry | None]],
-        futures: dict[str, asyncio.Future[Entry | None]],
-    ) -> None:
-        loader = cast(BatchLoader, batch[0][1].load)
-        self._counters.loads += len(batch)
-        try:
-            try:
-                values = await loader.load_many([route.name for _, route, _ in batch])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                values = {route.name: exc for _, route, _ in batch}
-            for key, route, previous in batch:
-                future = futures[key]
-                value = values.get(route.name, _MISSING)
-                try:
-                    if value is _MISSING or isinstance(value, SourceNotFound):
-                        entry = self._negative_entry(route.policy)
-                    elif isinstance(value, Exception):
-                        future.set_result(self._stale_or_raise(key, previous, route.policy, value))
-                        continue
-                    else:
-                        entry = self._loaded_entry(value, route.policy)
-                    await self._store(key, entry)
-                    future.set_result(entry)
-                except PolycacheError as exc:
-                    future.set_exception(exc)
-        finally:
-            for future in futures.values():
-                if not future.done():
-                    future.cancel()
-
-    # -- entries and the backend --------------------------------------------------------------
-
-    def _new_entry(self, value: Any, policy: _Policy, validator: str | None) -> Entry:
-        now = self._clock()
-        fresh_until = now + policy.ttl
-        stale_until = fresh_until + policy.stale_ttl if policy.stale_ttl else fresh_until
-        keep = policy.keep
-        if validator is not None:
-            # Kept one more ttl so that an expired entry can be revalidated (S3 If-None-Match)
-            # instead of downloaded again.
-            keep = max(keep, policy.ttl)
-        expires_at = fresh_until + keep if keep else fresh_until
-        return Entry(value, fresh_until, stale_until, expires_at, validator)
-
-    def _loaded_entry(self, value: Any, policy: _Policy) -> Entry:
-        """The entry for what a loader returned: a plain value, or `Loaded` with a validator."""
-        if isinstance(value, Loaded):
-            return self._new_entry(value.value, policy, value.validator)
-        return self._new_entry(value, policy, None)
-
-    def _negative_entry(self, policy: _Policy) -> Entry:
-        until = self._clock() + policy.negative_ttl
-        return Entry(None, until, until, until, None, True)
-
-    def _serialize(self, key: str, entry: Entry) -> Entry:
-        serializer = self._serializer
-        if serializer is None:
-            return entry
-        data = b"" if entry.negative else serializer.dumps(entry.value)
-        limit = self._backend.max_item_bytes
-        if limit is not None and len(data) > limit:
-            raise SerializationError(
-                f"value for {key!r} is {len(data)} bytes serialized, over the backend's "
-                f"limit of {limit} bytes"
-            )
-        return _with_value(entry, data)
-
-    async def _store(self, key: str, entry: Entry) -> None:
-        flight = self._loads.get(key)
-        if flight is not None and flight.superseded:
-            # A set or delete came while this load ran: what it wrote is newer than the load.
-            return
-        if self._memory is not None:
-            self._memory.put(key, record_from_entry(entry))
-            return
-        try:
-            stored = self._serialize(key, entry)
-        except SerializationError as exc:
-            self._counters.uncached += 1
-            logger.warning("polycache: not caching %r: %s", key, exc)
-            return
-        if entry.expires_at <= self._clock():
-            return
-        await self._write(key, stored)
-
-    async def _write(self, key: str, stored: Entry) -> None:
-        await self._backend_call("set", key, self._backend.set(key, stored))
-
-    async def _read(self, key: str) -> Entry | None:
-        if self._memory is not None:
-            record = self._memory.peek(key)
-            if record is None:
-                return None
-            if record[3] <= self._clock():
-                self._memory.discard(key)
-                return None
-            return entry_from_record(record)
-        stored: Entry | None = await self._backend_call("get", key, self._backend.get(key))
-        return self._deserialize(key, stored)
-
-    def _deserialize(self, key: str, stored: Entry | None) -> Entry | None:
-        if stored is None or self._serializer is None or stored.negative:
-            return stored
-        try:
-            value = self._serializer.loads(stored.value)
-            return _with_value(stored, value)
-        except SerializationError as exc:
-            self._counters.backend_errors += 1
-            logger.warning("polycache: cannot read the stored value of %r: %s", key, exc)
-            if not self._fail_open:
-                raise
-            return None
-
-    async def _backend_call(self, operation: str, key: str, call: Awaitable[Any]) -> Any:
-        try:
-            async with asyncio.timeout(self._settings.backend_timeout):
-                return await call
-        except (ConfigurationError, SerializationError):
-            # A misconfigured backend or an unstorable value is not an outage: failing open
-            # would hide it behind a miss on every call.
-            raise
-        except BackendError as exc:
-            # Before TimeoutError: a BackendTimeout is both, and keeps the backend's own message.
-            self._counters.backend_errors += 1
-            error: BackendError = exc
-            cause: Exception = exc
-        except TimeoutError as exc:
-            self._counters.backend_errors += 1
-            error = BackendTimeout(
-                f"backend {operation} of {key!r} took over {self._settings.backend_timeout} s"
-            )
-            cause = exc
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._counters.backend_errors += 1
-            error = BackendError(f"backend {operation} of {key!r} failed: {type(exc).__name__}")
-            cause = exc
-        if not self._fail_open:
-            if error is cause:
-                raise error
-            raise error from cause
-        logger.warning("polycache: %s; treating it as a miss", error)
-        return None
-
-
-class _ZeroArgumentLoader:
-    """Adapts get_or_load's `loader()` to the `loader(name)` form."""
-
-    __slots__ = ("_loader",)
-
-    def __init__(self, loader: Callable[[], Awaitable[Any]]) -> None:
-        self._loader = loader
-
-    async def __call__(self, name: str) -> Any:
-        return await self._loader()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from polycache._errors import ConfigurationError
 
-__all__ = ["DEFAULTS", "Settings", "duration", "resolve_settings"]
+__all__ = ["DEFAULTS", "UNSET", "Settings", "Unset", "duration", "resolve_settings"]
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -28,6 +28,7 @@ ENVIRONMENT_NAMES = {
     "stale_if_error": "POLYCACHE_STALE_IF_ERROR",
     "negative_ttl": "POLYCACHE_NEGATIVE_TTL",
     "backend_timeout": "POLYCACHE_BACKEND_TIMEOUT",
+    "load_timeout": "POLYCACHE_LOAD_TIMEOUT",
     "disabled": "POLYCACHE_DISABLED",
 }
 
@@ -42,6 +43,7 @@ class Settings:
     stale_if_error: float
     negative_ttl: float
     backend_timeout: float
+    load_timeout: float | None
     disabled: bool
 
 
@@ -52,8 +54,21 @@ DEFAULTS = Settings(
     stale_if_error=0.0,
     negative_ttl=30.0,
     backend_timeout=1.0,
+    load_timeout=30.0,
     disabled=False,
 )
+
+
+class Unset:
+    """The type of `UNSET`: an argument that was not given (where None means something)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = Unset()
 
 
 def _unacceptable(seconds: float, *, allow_zero: bool) -> str | None:
@@ -105,6 +120,13 @@ def _environment_duration(
     return seconds
 
 
+def _environment_load_timeout(environ: Mapping[str, str]) -> float | None:
+    raw = environ.get(ENVIRONMENT_NAMES["load_timeout"], "").strip().lower()
+    if raw in ("none", "off"):
+        return None
+    return _environment_duration(environ, "load_timeout", 30.0, allow_zero=False)
+
+
 def _environment_flag(environ: Mapping[str, str], field: str) -> bool:
     variable = ENVIRONMENT_NAMES[field]
     raw = environ.get(variable, "").strip().lower()
@@ -124,6 +146,7 @@ def resolve_settings(
     stale_if_error: Duration | None = None,
     negative_ttl: Duration | None = None,
     backend_timeout: Duration | None = None,
+    load_timeout: Duration | Unset | None = UNSET,
     disabled: bool | None = None,
 ) -> Settings:
     """Merge arguments over environment variables over defaults, validating every value."""
@@ -146,5 +169,10 @@ def resolve_settings(
         stale_if_error=pick("stale_if_error", stale_if_error),
         negative_ttl=pick("negative_ttl", negative_ttl),
         backend_timeout=pick("backend_timeout", backend_timeout, allow_zero=False),
+        load_timeout=_environment_load_timeout(env)
+        if isinstance(load_timeout, Unset)
+        else None
+        if load_timeout is None
+        else duration(load_timeout, name="load_timeout", allow_zero=False),
         disabled=_environment_flag(env, "disabled") if disabled is None else disabled,
     )

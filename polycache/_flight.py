@@ -1,38 +1,54 @@
-"""`Flight`: one running operation that many callers wait for, each cancellable on its own."""
+"""The one "wait for the one already running" primitive: `Flight` and its keyed table `Flights`.
+
+Every place in polycache where callers share work already under way goes through here: the
+Cache's loads and batches, its shared remote reads, `LoopBound`'s per-loop client, a loader's
+once-per-table lookups and a backend's once-per-process secret read. The rules are the same
+everywhere:
+
+- every waiter awaits a future of its own, so cancelling one waiter never cancels the shared
+  work, and the work never waits for a cancelled waiter;
+- a failure reaches every waiter that joined, and is not remembered: the next caller starts
+  afresh;
+- work done in a caller's own task (`Flights.run`) that is cancelled is done again by one of its
+  waiters, never handed to them as their own cancellation.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from typing import Any, Generic, TypeVar
 
-__all__ = ["Flight"]
+__all__ = ["Flight", "Flights"]
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+
+class _Abandoned(Exception):  # noqa: N818 - internal signal, never escapes this module
+    """Handed to the waiters of work whose own caller was cancelled: do it again."""
 
 
 class Flight(Generic[T]):
     """Shares the outcome of one future among its waiters.
 
-    Each waiter awaits a future of its own, so cancelling a waiter never cancels the shared
-    work, and the work never waits for a cancelled waiter. Unlike `asyncio.shield` per waiter,
-    the outcome reaches every waiter in one callback: a stampede of a thousand callers costs a
-    thousand wake-ups, not three thousand.
+    The outcome reaches every waiter in one callback: a stampede of a thousand callers costs a
+    thousand wake-ups, not three thousand as `asyncio.shield` per waiter would.
 
     Args:
-        future: The shared work (usually a task).
-        on_done: Called with this flight once the work is done, before the waiters are woken.
+        future: Settled with the shared outcome, by the work itself (`publish`, `fail`) or by
+            whoever owns it.
+
+    Attributes:
+        superseded: Set when newer data arrived while the work ran: its result must not be
+            stored, and nobody new should join it.
     """
 
-    __slots__ = ("future", "on_done", "superseded", "waiters")
+    __slots__ = ("future", "superseded", "waiters")
 
-    def __init__(
-        self, future: asyncio.Future[T], on_done: Callable[[Flight[T]], None] | None = None
-    ) -> None:
+    def __init__(self, future: asyncio.Future[T]) -> None:
         self.future = future
-        self.on_done = on_done
         self.waiters: list[asyncio.Future[T]] = []
-        # Set when newer data arrived while the work ran: its result must not be stored.
         self.superseded = False
         future.add_done_callback(self._finish)
 
@@ -44,6 +60,16 @@ class Flight(Generic[T]):
         else:
             self.waiters.append(waiter)
         return waiter
+
+    def publish(self, result: T) -> None:
+        """Hand `result` to every waiter now; the work may go on (storing it, say)."""
+        if not self.future.done():
+            self.future.set_result(result)
+
+    def fail(self, exception: BaseException) -> None:
+        """Hand `exception` to every waiter now."""
+        if not self.future.done():
+            self.future.set_exception(exception)
 
     def _settle(self, waiter: asyncio.Future[T]) -> None:
         if waiter.done():
@@ -59,11 +85,89 @@ class Flight(Generic[T]):
             waiter.set_result(future.result())
 
     def _finish(self, future: asyncio.Future[T]) -> None:
-        if self.on_done is not None:
-            self.on_done(self)
         if not future.cancelled():
             # Retrieved here, so that a failure nobody waited for logs no "never retrieved".
             future.exception()
         waiters, self.waiters = self.waiters, []
         for waiter in waiters:
             self._settle(waiter)
+
+
+class Flights(dict[K, Flight[T]]):
+    """At most one `Flight` per key, on one event loop.
+
+    A dict, so that a hot path can look a key up at C speed (`flights.get(key)`, `key in
+    flights`); entries are added and removed only through the methods below.
+    """
+
+    __slots__ = ()
+
+    def open(self, key: K) -> Flight[T]:
+        """Register a new flight for `key`, settled by its owner, who must `close` it."""
+        flight: Flight[T] = Flight(asyncio.get_running_loop().create_future())
+        self[key] = flight
+        return flight
+
+    def close(self, key: K, flight: Flight[T]) -> None:
+        """Forget `flight`, if it is still the one registered for `key`."""
+        if self.get(key) is flight:
+            del self[key]
+
+    def start(
+        self,
+        key: K,
+        work: Callable[[Flight[T]], Coroutine[Any, Any, T]],
+        tasks: set[asyncio.Task[Any]],
+    ) -> Flight[T]:
+        """Run `work(flight)` in a task of its own, which no waiter's cancellation reaches.
+
+        The work may `publish` its result early and go on; its waiters get the task's outcome
+        otherwise. The flight stays registered until the task ends, so that callers arriving
+        meanwhile join it instead of starting the same work again.
+
+        Args:
+            key: What the work is for.
+            work: Builds the coroutine, given its flight.
+            tasks: Holds a strong reference to the task until it ends.
+        """
+        flight = self.open(key)
+        task = asyncio.ensure_future(work(flight))
+        tasks.add(task)
+
+        def done(task: asyncio.Task[T]) -> None:
+            tasks.discard(task)
+            self.close(key, flight)
+            if task.cancelled():
+                if not flight.future.done():
+                    flight.future.cancel()
+                return
+            exception = task.exception()
+            if exception is not None:
+                flight.fail(exception)
+            else:
+                flight.publish(task.result())
+
+        task.add_done_callback(done)
+        return flight
+
+    async def run(self, key: K, work: Callable[[], Awaitable[T]]) -> T:
+        """Join the work running for `key`, or do it in this task and share the outcome.
+
+        No task is created: the first caller does the work itself, and the callers arriving
+        meanwhile wait for it. If that caller is cancelled, one of them does the work again.
+        """
+        while (flight := self.get(key)) is not None:
+            try:
+                return await flight.wait()
+            except _Abandoned:
+                continue
+        flight = self.open(key)
+        try:
+            result = await work()
+        except BaseException as exc:
+            self.close(key, flight)
+            flight.fail(exc if isinstance(exc, Exception) else _Abandoned())
+            raise
+        self.close(key, flight)
+        flight.publish(result)
+        return result

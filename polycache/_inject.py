@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from polycache._errors import ConfigurationError
@@ -157,19 +156,8 @@ def inject(
     return decorate
 
 
-def _run_sync(resolve: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+def _run_sync(resolve: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> dict[str, Any]:
     """Run `resolve` on the execution environment's loop, the one `lambda_handler` uses."""
-    from polycache._lambda import _environment_loop
+    from polycache._lambda import run_on_environment_loop
 
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        raise RuntimeError(
-            "a sync handler decorated with inject was called inside a running event loop; "
-            "make the handler async def"
-        )
-    loop = _environment_loop()
-    asyncio.set_event_loop(loop)
-    return loop.run_until_complete(resolve())
+    return run_on_environment_loop(resolve)

@@ -15,6 +15,8 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Generic, TypeVar
 
+from polycache._flight import Flights
+
 __all__ = ["LoopBound"]
 
 T = TypeVar("T")
@@ -53,7 +55,7 @@ class LoopBound(Generic[T]):
         self._close = close
         self._loop: asyncio.AbstractEventLoop | None = None
         self._value: T | None = None
-        self._creating: asyncio.Future[T] | None = None
+        self._creating: Flights[None, T] = Flights()
         self._guard: AsyncGenerator[None, None] | None = None
 
     @property
@@ -71,44 +73,33 @@ class LoopBound(Generic[T]):
         if loop is self._loop:
             if self._value is not None:
                 return self._value
-            if self._creating is not None:
-                return await asyncio.shield(self._creating)
         else:
             # The old resource belongs to another loop; its guard closes it when that loop
             # shuts down, and it cannot be closed from here.
             self._loop = loop
             self._value = None
-            self._creating = None
+            self._creating = Flights()
             self._guard = None
-        creating: asyncio.Future[T] = loop.create_future()
-        self._creating = creating
-        try:
-            value = await self._create()
-        except BaseException as exc:
-            if self._creating is creating:
-                self._creating = None
-            if isinstance(exc, Exception):
-                creating.set_exception(exc)
-                creating.exception()  # retrieved by whoever awaited it; never warn
-            else:
-                creating.cancel()
-            raise
-        if self._creating is creating and self._loop is loop:
+        return await self._creating.run(None, self._build)
+
+    async def _build(self) -> T:
+        loop = self._loop
+        value = await self._create()
+        if self._loop is loop:
             self._value = value
-            self._creating = None
             if self._close is not None:
                 guard = _close_at_shutdown(self._close, value)
                 # The first step registers the generator with the loop, whose shutdown
                 # (asyncio.run, loop.shutdown_asyncgens) finishes it and so closes the value.
                 await guard.__anext__()
                 self._guard = guard
-        creating.set_result(value)
         return value
 
     async def aclose(self) -> None:
         """Close the resource of the running loop, if any; the next `get` builds a new one."""
         value, loop, guard = self._value, self._loop, self._guard
-        self._value, self._loop, self._creating, self._guard = None, None, None, None
+        self._value, self._loop, self._guard = None, None, None
+        self._creating = Flights()
         if value is None or self._close is None:
             return
         try:

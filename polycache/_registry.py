@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from polycache._contracts import Backend, BackendFactory
 from polycache._errors import ConfigurationError
@@ -132,8 +132,15 @@ def _builtin_factory(scheme: str) -> BackendFactory:
     return cast(BackendFactory, backend_class.from_url)
 
 
-def backend_from_url(url: str) -> Backend:
-    """Build the backend that `url` names, validating the URL eagerly."""
+def backend_from_url(url: str, *, environ: Mapping[str, str] | None = None) -> Backend:
+    """Build the backend that `url` names, validating the URL eagerly.
+
+    Args:
+        url: The backend URL.
+        environ: The environment the backend reads its own variables from (credentials,
+            endpoints); defaults to `os.environ`. A factory gets it if it takes an `environ`
+            keyword, as the built-in backends' do.
+    """
     scheme = "memory" if url == "memory://" else split_url(url).scheme.lower()
     factory = _registered.get(scheme)
     if factory is None:
@@ -145,7 +152,14 @@ def backend_from_url(url: str) -> Backend:
             )
         factory = _builtin_factory(scheme)
     factory_url, near_options = _split_near_options(url)
-    backend = factory(factory_url)
+    if _takes_environ(factory):
+        import os
+
+        backend = cast(Any, factory)(
+            factory_url, environ=os.environ if environ is None else environ
+        )
+    else:
+        backend = factory(factory_url)
     if not isinstance(backend, Backend):
         raise ConfigurationError(
             f"the factory for {scheme}:// returned {type(backend).__name__}, which is not a Backend"
@@ -160,6 +174,18 @@ def backend_from_url(url: str) -> Backend:
 
         return NearCacheBackend.from_options(backend, near_options)
     return backend
+
+
+def _takes_environ(factory: BackendFactory) -> bool:
+    import inspect
+
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return "environ" in parameters or any(
+        parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()
+    )
 
 
 # Options every remote backend takes: a near-cache in front of it (polycache.backends.near).

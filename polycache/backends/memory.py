@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import islice
 from typing import Any, Final
 
@@ -89,8 +89,8 @@ class MemoryBackend:
         self.records: dict[str, Record] = {}
 
     @classmethod
-    def from_url(cls, url: str) -> MemoryBackend:
-        """Build from `memory://[?max_entries=N]`."""
+    def from_url(cls, url: str, *, environ: Mapping[str, str] | None = None) -> MemoryBackend:
+        """Build from `memory://[?max_entries=N]` (the memory backend reads no environment)."""
         if url == "memory://":
             return cls()
         parts = split_url(url)

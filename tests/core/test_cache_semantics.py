@@ -344,8 +344,11 @@ async def test_fail_open_bounds_a_hanging_backend_by_backend_timeout() -> None:
     cache.register_loader("item", loader)
     started = time.perf_counter()
     assert await cache.get("item:x") == "x#1"
-    assert time.perf_counter() - started < 1.0  # one read and one write, each cut at 0.1 s
-    assert cache.stats.backend_errors == 2
+    # The caller pays one timeout (the read); the write runs after it has its answer.
+    assert time.perf_counter() - started < 0.19
+    assert cache.stats.backend_errors == 1
+    await asyncio.sleep(0.15)
+    assert cache.stats.backend_errors == 2  # the write, cut at 0.1 s in the background
 
 
 async def test_fail_closed_raises_backend_errors() -> None:

@@ -117,7 +117,7 @@ async def test_a_sync_handler_inside_a_running_loop_is_refused() -> None:
     def handler(event: Any, context: Any, value: Any) -> Any:
         return value
 
-    with pytest.raises(RuntimeError, match="async def"):
+    with pytest.raises(ConfigurationError, match="inside a running event loop"):
         handler({}, None)
 
 

@@ -80,7 +80,12 @@ async def test_fail_open_when_unavailable(momento: MomentoStandIn) -> None:
 
     assert await cache.get_or_load("k", load) == "from the loader"
     assert time.perf_counter() - started < 1.0
-    assert cache.stats.backend_errors == 2  # the read, then the write of the loaded value
+    # The read failed before the answer; the write of the loaded value fails after it.
+    for _ in range(100):
+        if cache.stats.backend_errors == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert cache.stats.backend_errors == 2
     assert momento.calls()["Get"] == 4  # the SDK retries UNAVAILABLE three times
     await cache.aclose()
 
@@ -98,9 +103,12 @@ async def test_fail_open_when_slow_is_bounded_by_backend_timeout(momento: Moment
     started = time.perf_counter()
     assert await cache.get_or_load("k", load) == "loaded"
     elapsed = time.perf_counter() - started
-    assert 0.2 <= elapsed < 1.0  # one timed-out read and one timed-out write
+    # One timed-out read; the write runs after the caller has its answer.
+    assert 0.2 <= elapsed < 0.4
     assert loads == 1
-    assert cache.stats.backend_errors == 2
+    assert cache.stats.backend_errors == 1
+    await asyncio.sleep(0.3)
+    assert cache.stats.backend_errors == 2  # the write, cut at 0.2 s
     momento.clear_faults()
     await cache.aclose()
 

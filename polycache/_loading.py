@@ -1,0 +1,258 @@
+"""Loading: one load per key at a time, bounded by `load_timeout`, with stale-if-error.
+
+`LoopState` is what lives as long as one event loop (running loads, shared reads, background
+tasks); the Cache replaces it in one assignment when the loop changes, since futures and tasks
+of a finished loop can never complete. `Loading` runs loads and lives as long as the Cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, Final
+
+from polycache._contracts import Entry
+from polycache._errors import ConfigurationError, LoaderError, PolycacheError, SourceNotFound
+from polycache._flight import Flight, Flights
+from polycache._policy import Policy
+from polycache._routing import Route, check_awaitable
+from polycache._stats import Counters
+from polycache._storage import MemoryStorage, RemoteStorage
+
+__all__ = ["Loading", "LoopState"]
+
+logger = logging.getLogger("polycache")
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING: Final = _Missing()
+
+Batch = list[tuple[str, Route, Entry | None]]
+"""Keys of one batch loader to load together: (key, route, previous entry)."""
+
+
+class LoopState:
+    """What lives as long as one event loop.
+
+    Attributes:
+        loop: The loop.
+        loads: The load running for each key.
+        reads: The backend read running for each key (remote backends).
+        tasks: Loads, batches and stores nobody awaits, held until done.
+    """
+
+    __slots__ = ("loads", "loop", "reads", "tasks")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.loop = loop
+        self.loads: Flights[str, Entry | None] = Flights()
+        self.reads: Flights[str, Entry | None] = Flights()
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def track(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run `coroutine` in a task held until it is done (never collected mid-flight)."""
+        task = asyncio.ensure_future(coroutine)
+        tasks = self.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return task
+
+    async def cancel(self) -> None:
+        """Cancel every task still running and wait for them to end."""
+        tasks = [task for task in self.tasks if not task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Loading:
+    """Runs loads and stores what they return.
+
+    Args:
+        storage: Where loaded entries are stored.
+        counters: Where loads and their failures are counted.
+        clock: Returns epoch seconds.
+    """
+
+    __slots__ = ("clock", "counters", "storage")
+
+    def __init__(
+        self,
+        storage: MemoryStorage | RemoteStorage,
+        counters: Counters,
+        clock: Callable[[], float],
+    ) -> None:
+        self.storage = storage
+        self.counters = counters
+        self.clock = clock
+
+    def start(
+        self,
+        state: LoopState,
+        key: str,
+        route: Route,
+        previous: Entry | None,
+        *,
+        force: bool,
+    ) -> Flight[Entry | None]:
+        """Start loading `key`; the waiters of the returned flight get the new entry.
+
+        Args:
+            state: The running loop's state.
+            key: The key.
+            route: Its loader and policy.
+            previous: The entry it replaces, if any (revalidated, or served if the load fails).
+            force: A `refresh`: a failure is raised even if `previous` could stand in.
+        """
+        return state.loads.start(
+            key,
+            lambda flight: self._load(flight, key, route, previous, serve_stale=not force),
+            state.tasks,
+        )
+
+    async def _load(
+        self,
+        flight: Flight[Entry | None],
+        key: str,
+        route: Route,
+        previous: Entry | None,
+        *,
+        serve_stale: bool,
+    ) -> Entry | None:
+        self.counters.loads += 1
+        policy = route.policy
+        deadline = asyncio.timeout(policy.load_timeout)
+        try:
+            async with deadline:
+                conditional = route.conditional
+                if (
+                    conditional is not None
+                    and previous is not None
+                    and previous.validator is not None
+                    and not previous.negative
+                ):
+                    loaded = await conditional.load_conditional(route.name, previous.validator)
+                    if loaded.modified:
+                        entry = policy.entry(loaded.value, self.clock(), loaded.validator)
+                    else:
+                        entry = policy.entry(previous.value, self.clock(), previous.validator)
+                else:
+                    value = await check_awaitable(route.load(route.name), key)
+                    entry = policy.loaded(value, self.clock())
+        except SourceNotFound:
+            entry = policy.negative(self.clock())
+        except ConfigurationError:
+            # A misuse (a sync loader, a malformed key) is no outage: no stale value hides it.
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return self.stale_or_raise(
+                key,
+                previous,
+                policy,
+                exc,
+                serve_stale=serve_stale,
+                timed_out=deadline.expired(),
+            )
+        # The waiters have their answer before the entry is stored: a slow backend delays
+        # nobody, and the flight stays registered until the store is done.
+        flight.publish(entry)
+        if not flight.superseded:
+            await self.storage.store(key, entry)
+        return entry
+
+    def stale_or_raise(
+        self,
+        key: str,
+        previous: Entry | None,
+        policy: Policy,
+        exc: Exception,
+        *,
+        serve_stale: bool = True,
+        timed_out: bool = False,
+    ) -> Entry:
+        """The previous entry if it may stand in for the failed load; else raise `LoaderError`."""
+        counters = self.counters
+        counters.load_errors += 1
+        if timed_out:
+            counters.load_timeouts += 1
+        if serve_stale and policy.may_stand_in(previous, self.clock()):
+            logger.warning(
+                "polycache: loading %r failed (%s); serving the previous value",
+                key,
+                "load_timeout" if timed_out else type(exc).__name__,
+            )
+            assert previous is not None
+            return previous
+        if timed_out:
+            raise LoaderError(
+                f"loading {key!r} took longer than load_timeout ({policy.load_timeout} s)",
+                key=key,
+            ) from exc
+        if isinstance(exc, LoaderError):
+            # The loader knows its name, the Cache knows the key it was registered under. The
+            # error keeps its type (a source's own kind of failure) and gains the key.
+            exc.key = key
+            raise exc
+        if isinstance(exc, ConfigurationError):
+            raise exc
+        raise LoaderError(f"loading {key!r} failed: {type(exc).__name__}", key=key) from exc
+
+    def start_batch(self, state: LoopState, batch: Batch) -> dict[str, Flight[Entry | None]]:
+        """Start loading the keys of one batch loader together; a flight per key."""
+        loads = state.loads
+        flights = {key: loads.open(key) for key, _, _ in batch}
+        task = state.track(self._load_batch(batch, flights))
+
+        def done(task: asyncio.Task[Any]) -> None:
+            for key, flight in flights.items():
+                loads.close(key, flight)
+                if not flight.future.done():
+                    flight.future.cancel()
+
+        task.add_done_callback(done)
+        return flights
+
+    async def _load_batch(self, batch: Batch, flights: dict[str, Flight[Entry | None]]) -> None:
+        first = batch[0][1]
+        loader = first.batch
+        assert loader is not None
+        self.counters.loads += len(batch)
+        deadline = asyncio.timeout(first.policy.load_timeout)
+        values: Any
+        try:
+            async with deadline:
+                values = await loader.load_many([route.name for _, route, _ in batch])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            values = {route.name: exc for _, route, _ in batch}
+        timed_out = deadline.expired()
+        now = self.clock()
+        for key, route, previous in batch:
+            flight = flights[key]
+            value = values.get(route.name, _MISSING)
+            try:
+                if value is _MISSING or isinstance(value, SourceNotFound):
+                    entry = route.policy.negative(now)
+                elif isinstance(value, Exception):
+                    flight.publish(
+                        self.stale_or_raise(key, previous, route.policy, value, timed_out=timed_out)
+                    )
+                    continue
+                else:
+                    entry = route.policy.loaded(value, now)
+                flight.publish(entry)
+                if not flight.superseded:
+                    await self.storage.store(key, entry)
+            except PolycacheError as exc:
+                flight.fail(exc)

@@ -1,0 +1,63 @@
+"""The counters a cache keeps, and `Stats`, the snapshot users read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Counters", "Stats"]
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Counters since the cache was created (a snapshot; read `cache.stats` again to update).
+
+    Attributes:
+        hits: Gets answered by a fresh entry (a remembered "not found" included).
+        misses: Gets that found no usable entry (then loaded, if the key has a loader).
+        stale_hits: Gets answered by a stale entry while it refreshed, or after a failed load.
+        loads: Loader calls (one per key, batched calls included).
+        load_errors: Loads that failed (whether or not a stale value stood in).
+        load_timeouts: Loads cancelled for running past `load_timeout` (also load errors).
+        backend_errors: Backend operations that failed or timed out.
+        uncached: Loaded values returned to the caller but too large or not serializable to store.
+    """
+
+    hits: int = 0
+    misses: int = 0
+    stale_hits: int = 0
+    loads: int = 0
+    load_errors: int = 0
+    load_timeouts: int = 0
+    backend_errors: int = 0
+    uncached: int = 0
+
+
+class Counters:
+    """The mutable counters behind `Stats` (hits are kept on the Cache, for the hit path)."""
+
+    __slots__ = (
+        "backend_errors",
+        "load_errors",
+        "load_timeouts",
+        "loads",
+        "misses",
+        "stale_hits",
+        "uncached",
+    )
+
+    def __init__(self) -> None:
+        self.misses = self.stale_hits = self.loads = 0
+        self.load_errors = self.load_timeouts = self.backend_errors = self.uncached = 0
+
+    def snapshot(self, hits: int) -> Stats:
+        """A `Stats` of these counters and `hits`."""
+        return Stats(
+            hits=hits,
+            misses=self.misses,
+            stale_hits=self.stale_hits,
+            loads=self.loads,
+            load_errors=self.load_errors,
+            load_timeouts=self.load_timeouts,
+            backend_errors=self.backend_errors,
+            uncached=self.uncached,
+        )

@@ -1,0 +1,366 @@
+"""Storage: how the Cache reads and writes entries, chosen once when the Cache is built.
+
+`MemoryStorage` keeps Python objects in the memory backend's dict, with no await and no timeout.
+`RemoteStorage` serializes values, bounds every backend call by `backend_timeout`, turns
+failures into misses when the cache fails open, and lets concurrent readers of one key share
+one backend read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from polycache._contracts import Backend, BatchBackend, ClearableBackend, Entry
+from polycache._errors import (
+    BackendError,
+    BackendTimeout,
+    ConfigurationError,
+    SerializationError,
+)
+from polycache._flight import Flights
+from polycache._serializers import Serializer
+from polycache._stats import Counters
+from polycache.backends.memory import MemoryBackend, entry_from_record, record_from_entry
+
+if TYPE_CHECKING:
+    from polycache.backends.near import NearCacheBackend
+
+__all__ = ["MemoryStorage", "RemoteStorage", "storage_for"]
+
+logger = logging.getLogger("polycache")
+
+# A key whose read just timed out is not read again for this long (in backend timeouts): a
+# miss against a hung backend costs one timeout, not one per step of the miss.
+_TIMED_OUT_KEYS_LIMIT: Final = 1024
+
+
+def _with_value(entry: Entry, value: Any) -> Entry:
+    # dataclasses.replace() looks the fields up on every call: several times slower.
+    return Entry(
+        value,
+        entry.fresh_until,
+        entry.stale_until,
+        entry.expires_at,
+        entry.validator,
+        entry.negative,
+    )
+
+
+class MemoryStorage:
+    """Entries as records in the memory backend's dict: no serialization, no I/O."""
+
+    __slots__ = ("backend", "clock", "records")
+
+    def __init__(self, backend: MemoryBackend, clock: Any) -> None:
+        self.backend = backend
+        self.records = backend.records
+        self.clock = clock
+
+    def peek(self, key: str) -> Entry | None:
+        """The entry under `key` unless expired, without I/O."""
+        record = self.backend.peek(key)
+        if record is None:
+            return None
+        if record[3] <= self.clock():
+            self.backend.discard(key)
+            return None
+        return entry_from_record(record)
+
+    async def read(self, key: str, reads: Flights[str, Entry | None]) -> Entry | None:
+        """The entry under `key`, or None."""
+        return self.peek(key)
+
+    async def read_many(
+        self, keys: Sequence[str], reads: Flights[str, Entry | None]
+    ) -> list[Entry | None]:
+        """The entries under `keys`, in order."""
+        return [self.peek(key) for key in keys]
+
+    async def write(self, key: str, entry: Entry) -> None:
+        """Store `entry` (a `set`)."""
+        self.backend.put(key, record_from_entry(entry))
+
+    async def store(self, key: str, entry: Entry) -> None:
+        """Store a loaded entry."""
+        self.backend.put(key, record_from_entry(entry))
+
+    async def write_many(self, entries: Mapping[str, Entry]) -> None:
+        """Store several entries."""
+        put = self.backend.put
+        for key, entry in entries.items():
+            put(key, record_from_entry(entry))
+
+    async def delete(self, key: str) -> None:
+        """Forget `key`."""
+        self.backend.discard(key)
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Forget several keys."""
+        for key in keys:
+            self.backend.discard(key)
+
+    async def clear(self) -> None:
+        """Forget every entry."""
+        self.backend.clear()
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class RemoteStorage:
+    """Entries in a backend that stores bytes (or objects, for a custom backend).
+
+    Args:
+        backend: The backend.
+        serializer: Turns values into bytes and back; None if the backend stores objects.
+        timeout: Seconds one backend operation may take, retries included.
+        fail_open: Whether a failing backend counts as a miss (True) or raises.
+        counters: Where backend errors and unstorable values are counted.
+        clock: Returns epoch seconds.
+    """
+
+    __slots__ = (
+        "backend",
+        "clock",
+        "counters",
+        "fail_open",
+        "near",
+        "serializer",
+        "timed_out",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        backend: Backend,
+        serializer: Serializer | None,
+        *,
+        timeout: float,
+        fail_open: bool,
+        counters: Counters,
+        clock: Any,
+    ) -> None:
+        self.backend = backend
+        self.serializer = serializer
+        self.timeout = timeout
+        self.fail_open = fail_open
+        self.counters = counters
+        self.clock = clock
+        # A near-cache in front of a remote backend is read synchronously first. Its module is
+        # loaded only if such a backend was made, so this costs no import.
+        near_module = sys.modules.get("polycache.backends.near")
+        self.near: NearCacheBackend | None = (
+            backend
+            if near_module is not None and isinstance(backend, near_module.NearCacheBackend)
+            else None
+        )
+        # key -> monotonic time until which its reads are skipped
+        self.timed_out: dict[str, float] = {}
+
+    # -- reads
+
+    async def read(self, key: str, reads: Flights[str, Entry | None]) -> Entry | None:
+        """The entry under `key`, or None; concurrent readers of one key share one read."""
+        near = self.near
+        if near is not None and (held := near.peek(key)) is not None:
+            # The near-cache answers without I/O: no task, no timeout.
+            return self.deserialize(key, held)
+        if self.timed_out and self.fail_open and reads.get(key) is None and self._skipped(key):
+            return None
+        return await reads.run(key, lambda: self._read(key))
+
+    async def _read(self, key: str) -> Entry | None:
+        stored: Entry | None = await self.call("get", key, self.backend.get(key))
+        return self.deserialize(key, stored)
+
+    async def read_many(
+        self, keys: Sequence[str], reads: Flights[str, Entry | None]
+    ) -> list[Entry | None]:
+        """The entries under `keys`, in order, in one backend call if it can batch."""
+        backend = self.backend
+        if len(keys) < 2 or not isinstance(backend, BatchBackend):
+            return list(await asyncio.gather(*(self.read(key, reads) for key in keys)))
+        stored = await self.call("get_many", keys[0], backend.get_many(list(keys)))
+        if stored is None:
+            return [None] * len(keys)
+        return [self.deserialize(key, entry) for key, entry in zip(keys, stored, strict=True)]
+
+    def _skipped(self, key: str) -> bool:
+        until = self.timed_out.get(key)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self.timed_out[key]
+        return False
+
+    def deserialize(self, key: str, stored: Entry | None) -> Entry | None:
+        """`stored` with its value read back from bytes; None (or raises) if unreadable."""
+        if stored is None or self.serializer is None or stored.negative:
+            return stored
+        try:
+            return _with_value(stored, self.serializer.loads(stored.value))
+        except SerializationError as exc:
+            self.counters.backend_errors += 1
+            logger.warning("polycache: cannot read the stored value of %r: %s", key, exc)
+            if not self.fail_open:
+                raise
+            return None
+
+    # -- writes
+
+    def serialize(self, key: str, entry: Entry) -> Entry:
+        """`entry` with its value as bytes, checked against the backend's item limit.
+
+        Raises:
+            SerializationError: The value cannot be serialized, or is over the limit.
+        """
+        serializer = self.serializer
+        if serializer is None:
+            return entry
+        data = b"" if entry.negative else serializer.dumps(entry.value)
+        limit = self.backend.max_item_bytes
+        if limit is not None and len(data) > limit:
+            raise SerializationError(
+                f"value for {key!r} is {len(data)} bytes serialized, over the backend's "
+                f"limit of {limit} bytes"
+            )
+        return _with_value(entry, data)
+
+    async def write(self, key: str, entry: Entry) -> None:
+        """Store `entry` (a `set`): an unstorable value raises before anything is sent."""
+        stored = self.serialize(key, entry)
+        await self.call("set", key, self.backend.set(key, stored))
+
+    async def store(self, key: str, entry: Entry) -> None:
+        """Store a loaded entry: an unstorable value is counted and logged, not raised."""
+        try:
+            stored = self.serialize(key, entry)
+        except SerializationError as exc:
+            self.counters.uncached += 1
+            logger.warning("polycache: not caching %r: %s", key, exc)
+            return
+        if entry.expires_at <= self.clock():
+            return
+        await self.call("set", key, self.backend.set(key, stored))
+
+    async def write_many(self, entries: Mapping[str, Entry]) -> None:
+        """Store several entries (a `set_many`): every value is serialized before any is sent."""
+        stored = {key: self.serialize(key, entry) for key, entry in entries.items()}
+        if not stored:
+            return
+        backend = self.backend
+        first = next(iter(stored))
+        if isinstance(backend, BatchBackend):
+            await self.call("set_many", first, backend.set_many(stored))
+        else:
+            await self.call(
+                "set_many",
+                first,
+                asyncio.gather(*(backend.set(key, entry) for key, entry in stored.items())),
+            )
+
+    async def delete(self, key: str) -> None:
+        """Forget `key`."""
+        self.timed_out.pop(key, None)
+        await self.call("delete", key, self.backend.delete(key))
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Forget several keys."""
+        if not keys:
+            return
+        backend = self.backend
+        if isinstance(backend, BatchBackend):
+            await self.call("delete_many", keys[0], backend.delete_many(list(keys)))
+        else:
+            await self.call(
+                "delete_many", keys[0], asyncio.gather(*(backend.delete(key) for key in keys))
+            )
+
+    async def clear(self) -> None:
+        """Forget polycache's own entries.
+
+        Raises:
+            ConfigurationError: The backend cannot tell its entries from others'.
+        """
+        backend = self.backend
+        if not isinstance(backend, ClearableBackend):
+            raise ConfigurationError(
+                f"{type(backend).__name__} cannot clear: it does not implement "
+                "ClearableBackend.clear"
+            )
+        await self.call("clear", "*", backend.clear())
+
+    async def aclose(self) -> None:
+        """Release the backend's connections."""
+        await self.backend.aclose()
+
+    # -- every backend call goes through here
+
+    async def call(self, operation: str, key: str, call: Awaitable[Any]) -> Any:
+        """Await `call` within the backend timeout; a failure is a miss when failing open.
+
+        Raises:
+            BackendError: The call failed and the cache does not fail open.
+            BackendTimeout: The call took longer than the timeout, likewise.
+            ConfigurationError: The backend is misconfigured (never hidden as a miss).
+            SerializationError: The value cannot be stored (never hidden as a miss).
+        """
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await call
+        except (ConfigurationError, SerializationError):
+            # A misconfigured backend or an unstorable value is not an outage: failing open
+            # would hide it behind a miss on every call.
+            raise
+        except BackendError as exc:
+            # Before TimeoutError: a BackendTimeout is both, and keeps the backend's own message.
+            error: BackendError = exc
+            cause: Exception = exc
+        except TimeoutError as exc:
+            error = BackendTimeout(f"backend {operation} of {key!r} took over {self.timeout} s")
+            cause = exc
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = BackendError(f"backend {operation} of {key!r} failed: {type(exc).__name__}")
+            cause = exc
+        self.counters.backend_errors += 1
+        if isinstance(error, TimeoutError) and operation == "get":
+            timed_out = self.timed_out
+            if len(timed_out) >= _TIMED_OUT_KEYS_LIMIT:
+                timed_out.clear()
+            timed_out[key] = time.monotonic() + self.timeout
+        if not self.fail_open:
+            if error is cause:
+                raise error
+            raise error from cause
+        logger.warning("polycache: %s; treating it as a miss", error)
+        return None
+
+
+def storage_for(
+    backend: Backend,
+    serializer: Serializer,
+    *,
+    timeout: float,
+    fail_open: bool,
+    counters: Counters,
+    clock: Any,
+) -> MemoryStorage | RemoteStorage:
+    """The storage for `backend`: in-process records for memory, else remote."""
+    if isinstance(backend, MemoryBackend):
+        return MemoryStorage(backend, clock)
+    return RemoteStorage(
+        backend,
+        None if backend.stores_objects else serializer,
+        timeout=timeout,
+        fail_open=fail_open,
+        counters=counters,
+        clock=clock,
+    )
