@@ -464,7 +464,8 @@ class Cache:
         state = self._current_state()
         previous = await self._storage.read(key, state.reads)
         flight = state.loads.get(key)
-        if flight is None or flight.superseded:
+        if flight is None or flight.superseded or flight.future.done():
+            # A load that already answered (and is storing its value) is not "now".
             flight = self._loading.start(state, key, route, previous, force=True)
         entry = await flight.wait()
         assert entry is not None

@@ -103,8 +103,14 @@ class Flights(dict[K, Flight[T]]):
     __slots__ = ()
 
     def open(self, key: K) -> Flight[T]:
-        """Register a new flight for `key`, settled by its owner, who must `close` it."""
+        """Register a new flight for `key`, settled by its owner, who must `close` it.
+
+        A flight it replaces is marked superseded: the newer work's result wins.
+        """
         flight: Flight[T] = Flight(asyncio.get_running_loop().create_future())
+        replaced = self.get(key)
+        if replaced is not None:
+            replaced.superseded = True
         self[key] = flight
         return flight
 
