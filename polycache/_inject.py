@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, Protocol, TypeVar, cast
 
 from polycache._errors import ConfigurationError
 
@@ -14,7 +14,21 @@ if TYPE_CHECKING:
 
 __all__ = ["inject"]
 
-HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
+EventT = TypeVar("EventT")
+ContextT = TypeVar("ContextT")
+ResultT = TypeVar("ResultT")
+
+
+class Injector(Protocol):
+    """What `inject(...)` returns: a decorator that takes the injected parameters away.
+
+    A handler `(event, context, *, url, creds)` becomes `(event, context)`, which is how
+    Lambda (and a type checker) sees it; the result type, awaitable or not, is kept.
+    """
+
+    def __call__(
+        self, handler: Callable[Concatenate[EventT, ContextT, ...], ResultT], /
+    ) -> Callable[[EventT, ContextT], ResultT]: ...
 
 
 def _default_name(key: str) -> str:
@@ -76,7 +90,7 @@ def inject(
     *keys: str,
     into: Literal["kwargs", "context"] = "kwargs",
     **named_keys: str,
-) -> Callable[[HandlerT], HandlerT]:
+) -> Injector:
     """Resolve cache keys before a Lambda handler runs and hand the values to it.
 
     The keys are read with one `cache.get_many` (batched per source) on every invocation:
@@ -130,7 +144,7 @@ def inject(
             ) from exc
         return kwargs
 
-    def decorate(handler: HandlerT) -> HandlerT:
+    def decorate(handler: Callable[..., Any], /) -> Any:
         if not callable(handler):
             raise ConfigurationError(f"inject decorates a handler function, got {handler!r}")
         if into == "kwargs":
@@ -144,16 +158,16 @@ def inject(
                 values = await resolve()
                 return await asynchronous(event, context, *args, **deliver(values, context, kwargs))
 
-            return cast(HandlerT, run_async)
+            return run_async
 
         @functools.wraps(handler)
         def run(event: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
             values = _run_sync(resolve)
             return handler(event, context, *args, **deliver(values, context, kwargs))
 
-        return cast(HandlerT, run)
+        return run
 
-    return decorate
+    return cast(Injector, decorate)
 
 
 def _run_sync(resolve: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+import warnings
 from typing import Any
 
 import pytest
@@ -206,7 +208,7 @@ async def test_a_loader_error_carries_the_key_of_the_scheme_it_was_registered_un
 def test_environ_reaches_a_backend_factory_that_takes_it() -> None:
     seen: list[Any] = []
 
-    def factory(url: str, *, environ: Any) -> BytesBackend:
+    def factory(url: str, *, environ: Any = None) -> BytesBackend:
         seen.append(environ.get("TOKEN_FOR_TEST"))
         return BytesBackend()
 
@@ -269,22 +271,13 @@ async def test_lambda_handler_inside_a_running_loop_is_a_clear_error() -> None:
     async def handler(event: Any, context: Any) -> int:
         return 1
 
-    with _NoNeverAwaitedWarning(), pytest.raises(ConfigurationError, match="__wrapped__"):
-        handler({}, None)
-    assert await handler.__wrapped__({}, None) == 1  # type: ignore[attr-defined]
-
-
-class _NoNeverAwaitedWarning:
-    def __enter__(self) -> None:
-        import warnings
-
-        self._catch = warnings.catch_warnings(record=True)
-        self._caught = self._catch.__enter__()
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-
-    def __exit__(self, *exc: object) -> None:
-        self._catch.__exit__(*exc)
-        assert not [w for w in self._caught if "never awaited" in str(w.message)]
+        with pytest.raises(ConfigurationError, match="__wrapped__"):
+            handler({}, None)
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+    assert await handler.__wrapped__({}, None) == 1  # type: ignore[attr-defined]
 
 
 def test_lambda_handler_from_a_second_thread_at_once_is_a_clear_error() -> None:
