@@ -87,6 +87,12 @@ class Cache:
             waiters get `LoaderError` (or the stale value, where stale-if-error allows) and the
             next caller loads afresh. `None` disables the limit. Default
             `POLYCACHE_LOAD_TIMEOUT`, then 30.
+        ttl_jitter: The fraction of `ttl` by which each entry's freshness is randomly
+            shortened, so that entries loaded together do not expire together. Default
+            `POLYCACHE_TTL_JITTER`, then 0.
+        early_refresh: Refresh each loaded entry in the background at a random moment before
+            it expires, sooner for slower loads (probabilistic early expiration, "XFetch"), so
+            that a hot key is reloaded before anyone has to wait for it.
         serializer: For backends that store bytes: `"json"` (default), `"pickle"` (only for a
             cache whose writers you trust), or an object with `dumps` and `loads`.
         fail_open: If True (default), a failing or slow backend counts as a miss and values come
@@ -111,6 +117,8 @@ class Cache:
         negative_ttl: Duration | None = None,
         backend_timeout: Duration | None = None,
         load_timeout: Duration | Unset | None = UNSET,
+        ttl_jitter: float | None = None,
+        early_refresh: bool = False,
         serializer: str | Serializer | None = None,
         fail_open: bool = True,
         disabled: bool | None = None,
@@ -127,6 +135,8 @@ class Cache:
             )
         if not isinstance(fail_open, bool):
             raise ConfigurationError(f"fail_open must be a bool, got {fail_open!r}")
+        if not isinstance(early_refresh, bool):
+            raise ConfigurationError(f"early_refresh must be a bool, got {early_refresh!r}")
         if clock is not None and not callable(clock):
             raise ConfigurationError(f"clock must be a callable returning seconds, got {clock!r}")
         environ = os.environ if environ is None else environ
@@ -139,6 +149,7 @@ class Cache:
             negative_ttl=negative_ttl,
             backend_timeout=backend_timeout,
             load_timeout=load_timeout,
+            ttl_jitter=ttl_jitter,
             disabled=disabled,
         )
         self._settings: Settings = settings
@@ -155,6 +166,8 @@ class Cache:
             stale_if_error=settings.stale_if_error,
             negative_ttl=settings.negative_ttl,
             load_timeout=settings.load_timeout,
+            ttl_jitter=settings.ttl_jitter,
+            early_refresh=early_refresh,
         )
         self._disabled = settings.disabled
         self._counters = Counters()
@@ -183,7 +196,10 @@ class Cache:
         policy = self._policy
         self._fast_set: tuple[dict[str, Record], Callable[[], float], float, Any] | None = (
             (memory.records, self._clock, policy.ttl, memory.backend)
-            if memory is not None and not policy.stale_ttl and not policy.keep
+            if memory is not None
+            and not policy.stale_ttl
+            and not policy.keep
+            and not policy.ttl_jitter
             else None
         )
 
@@ -236,18 +252,24 @@ class Cache:
         stale_ttl: Duration | None = None,
         stale_if_error: Duration | None = None,
         negative_ttl: Duration | None = None,
+        ttl_jitter: float | None = None,
     ) -> None:
         """Load keys `"{scheme}:{name}"` on a miss by calling `await loader(name)`.
 
-        The durations override the cache's for these keys. Registering a built-in scheme
-        (`ssm`, `secretsmanager`, `s3`, `dynamodb`) replaces the built-in loader.
+        The durations (and `ttl_jitter`) override the cache's for these keys. Registering a
+        built-in scheme (`ssm`, `secretsmanager`, `s3`, `dynamodb`) replaces the built-in
+        loader.
 
         Raises:
             ConfigurationError: A scheme with `:` in it, a loader that is not an async callable
                 (a plain `def` function), or a bad duration.
         """
         policy = self._policy.override(
-            ttl=ttl, stale_ttl=stale_ttl, stale_if_error=stale_if_error, negative_ttl=negative_ttl
+            ttl=ttl,
+            stale_ttl=stale_ttl,
+            stale_if_error=stale_if_error,
+            negative_ttl=negative_ttl,
+            ttl_jitter=ttl_jitter,
         )
         self._loaders.register(scheme, loader, policy)
 
@@ -259,6 +281,7 @@ class Cache:
         stale_ttl: Duration | None = None,
         stale_if_error: Duration | None = None,
         negative_ttl: Duration | None = None,
+        ttl_jitter: float | None = None,
     ) -> Callable[[LoaderT], LoaderT]:
         """Decorator form of `register_loader`; returns the function unchanged.
 
@@ -279,6 +302,7 @@ class Cache:
                 stale_ttl=stale_ttl,
                 stale_if_error=stale_if_error,
                 negative_ttl=negative_ttl,
+                ttl_jitter=ttl_jitter,
             )
             return function
 
@@ -286,7 +310,15 @@ class Cache:
 
     # -- the public operations ----------------------------------------------------------------
 
-    async def get(self, key: str, default: Any = None) -> Any:
+    async def get(
+        self,
+        key: str,
+        default: Any = None,
+        *,
+        max_age: Duration | None = None,
+        ttl: Duration | None = None,
+        stale_ttl: Duration | None = None,
+    ) -> Any:
         """Return the value under `key`, loading it on a miss if its scheme has a loader.
 
         A fresh entry is returned at once; a stale one is returned at once while one background
@@ -295,6 +327,10 @@ class Cache:
         Args:
             key: A plain key, or `"{scheme}:{name}"` for a registered or built-in loader.
             default: Returned on a miss of a plain key, and for a name the source does not have.
+            max_age: For this call, an entry written this many seconds ago or more counts as
+                expired (Powertools' `max_age`; `0` forces a reload, like `force_fetch`).
+            ttl: Fresh seconds for the entry if this call loads it (default: the loader's).
+            stale_ttl: Stale-while-revalidate seconds likewise.
 
         Raises:
             LoaderError: The load failed and no stale value could stand in.
@@ -302,7 +338,7 @@ class Cache:
             ConfigurationError: `key` is not a non-empty str.
         """
         records = self._records
-        if records is not None:
+        if records is not None and max_age is None:
             # The hit path: no await, no allocation. Re-inserting marks the key recently used.
             # A key of another hashable type misses here and is named on the slow path.
             try:
@@ -329,7 +365,12 @@ class Cache:
                 entry = await flight.wait()
                 return default if entry is None or entry.negative else entry.value
         key = _check_key(key)
-        entry = await self._lookup(key, self._loaders.route(key))
+        route = self._loaders.route(key)
+        if route is not None and (ttl is not None or stale_ttl is not None):
+            route = route.with_policy(route.policy.override(ttl=ttl, stale_ttl=stale_ttl))
+        entry = await self._lookup(
+            key, route, None if max_age is None else duration(max_age, name="max_age")
+        )
         if entry is None or entry.negative:
             return default
         return entry.value
@@ -435,6 +476,81 @@ class Cache:
         key = _check_key(key)
         self._supersede(key)
         await self._storage.delete(key)
+
+    async def set_many(
+        self,
+        mapping: Mapping[str, Any],
+        *,
+        ttl: Duration | None = None,
+        stale_ttl: Duration | None = None,
+    ) -> None:
+        """Store every value of `mapping` under its key, in as few backend calls as it allows.
+
+        Every value is checked (serialized, against the item limit) before any is stored.
+
+        Raises:
+            ConfigurationError: `mapping` is not a mapping of non-empty str keys.
+            SerializationError: A value cannot be stored; nothing is sent.
+            BackendError: The backend failed and the cache is not `fail_open`.
+        """
+        if not isinstance(mapping, Mapping):
+            raise ConfigurationError(
+                f"set_many takes a mapping of keys to values, got {type(mapping).__name__}"
+            )
+        policy = self._policy.override(ttl=ttl, stale_ttl=stale_ttl)
+        now = self._clock()
+        entries = {_check_key(key): policy.entry(value, now) for key, value in mapping.items()}
+        for key in entries:
+            self._supersede(key)
+        await self._storage.write_many(entries)
+
+    async def delete_many(self, keys: Iterable[str]) -> None:
+        """Forget every key in `keys` (a list or tuple of str), in as few backend calls as allowed.
+
+        Raises:
+            ConfigurationError: `keys` is a str or not an iterable of non-empty str.
+        """
+        unique = _check_keys(keys, "delete_many")
+        for key in unique:
+            self._supersede(key)
+        await self._storage.delete_many(unique)
+
+    async def exists(self, key: str) -> bool:
+        """True if a value is cached under `key`, fresh or stale; never loads, counts nothing.
+
+        A remembered "not found" is not a value: it answers False.
+        """
+        key = _check_key(key)
+        if self._disabled:
+            return False
+        state = self._current_state()
+        flight = state.loads.get(key)
+        future = None if flight is None or flight.superseded else flight.future
+        if (
+            future is not None
+            and future.done()
+            and not future.cancelled()
+            and not future.exception()
+        ):
+            # Loaded, and its value is on its way to the backend: it is there for this process.
+            entry = future.result()
+        else:
+            entry = await self._storage.read(key, state.reads)
+        return entry is not None and not entry.negative and self._clock() < entry.stale_until
+
+    async def clear(self) -> None:
+        """Forget every entry polycache stored.
+
+        That is the whole in-process store (memory), or on a shared backend only polycache's
+        own keys, never other data it holds. Loads running now still answer their waiters,
+        but store nothing.
+
+        Raises:
+            ConfigurationError: The backend cannot tell polycache's entries from others'.
+        """
+        for flight in self._state.loads.values():
+            flight.superseded = True
+        await self._storage.clear()
 
     async def refresh(self, key: str, loader: Callable[[], Awaitable[Any]] | None = None) -> Any:
         """Reload `key` from its source now, store it and return the new value.
@@ -650,10 +766,19 @@ class Cache:
             state = self._state = LoopState(loop)
         return state
 
-    async def _lookup(self, key: str, route: Route | None) -> Entry | None:
+    async def _lookup(
+        self, key: str, route: Route | None, max_age: float | None = None
+    ) -> Entry | None:
         state = self._current_state()
         entry = await self._storage.read(key, state.reads)
-        return await self._decide(state, key, route, entry, self._clock())
+        now = self._clock()
+        if (
+            max_age is not None
+            and entry is not None
+            and (route.policy if route is not None else self._policy).too_old(entry, now, max_age)
+        ):
+            return await self._decide(state, key, route, entry, now, expired=True)
+        return await self._decide(state, key, route, entry, now)
 
     async def _decide(
         self,
@@ -662,11 +787,13 @@ class Cache:
         route: Route | None,
         entry: Entry | None,
         now: float,
+        *,
+        expired: bool = False,
     ) -> Entry | None:
         counters = self._counters
         if self._disabled:
             entry = None
-        if entry is not None:
+        if entry is not None and not expired:
             if now < entry.fresh_until:
                 self._hits += 1
                 return entry

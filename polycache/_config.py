@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from polycache._errors import ConfigurationError
 
-__all__ = ["DEFAULTS", "UNSET", "Settings", "Unset", "duration", "resolve_settings"]
+__all__ = ["DEFAULTS", "UNSET", "Settings", "Unset", "duration", "fraction", "resolve_settings"]
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -29,6 +29,7 @@ ENVIRONMENT_NAMES = {
     "negative_ttl": "POLYCACHE_NEGATIVE_TTL",
     "backend_timeout": "POLYCACHE_BACKEND_TIMEOUT",
     "load_timeout": "POLYCACHE_LOAD_TIMEOUT",
+    "ttl_jitter": "POLYCACHE_TTL_JITTER",
     "disabled": "POLYCACHE_DISABLED",
 }
 
@@ -44,6 +45,7 @@ class Settings:
     negative_ttl: float
     backend_timeout: float
     load_timeout: float | None
+    ttl_jitter: float
     disabled: bool
 
 
@@ -55,6 +57,7 @@ DEFAULTS = Settings(
     negative_ttl=30.0,
     backend_timeout=1.0,
     load_timeout=30.0,
+    ttl_jitter=0.0,
     disabled=False,
 )
 
@@ -99,6 +102,34 @@ def duration(value: object, *, name: str, allow_zero: bool = True) -> float:
     if expected is not None:
         raise ConfigurationError(f"{name} must be {expected} number of seconds, got {value!r}")
     return seconds
+
+
+def fraction(value: object, *, name: str) -> float:
+    """Validate a fraction from 0 up to (not including) 1.
+
+    Raises:
+        ConfigurationError: naming `name`, if the value is not such a number.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(
+            f"{name} must be a fraction from 0 to below 1, got {type(value).__name__} {value!r}"
+        )
+    if not 0 <= value < 1:
+        raise ConfigurationError(f"{name} must be a fraction from 0 to below 1, got {value!r}")
+    return float(value)
+
+
+def _environment_fraction(environ: Mapping[str, str], field: str) -> float:
+    variable = ENVIRONMENT_NAMES[field]
+    raw = environ.get(variable, "").strip()
+    if not raw:
+        return float(getattr(DEFAULTS, field))
+    try:
+        return fraction(float(raw), name=variable)
+    except ValueError:
+        raise ConfigurationError(
+            f"{variable}={raw!r}: expected a fraction from 0 to below 1, such as '0.1'"
+        ) from None
 
 
 def _environment_duration(
@@ -147,6 +178,7 @@ def resolve_settings(
     negative_ttl: Duration | None = None,
     backend_timeout: Duration | None = None,
     load_timeout: Duration | Unset | None = UNSET,
+    ttl_jitter: float | None = None,
     disabled: bool | None = None,
 ) -> Settings:
     """Merge arguments over environment variables over defaults, validating every value."""
@@ -174,5 +206,8 @@ def resolve_settings(
         else None
         if load_timeout is None
         else duration(load_timeout, name="load_timeout", allow_zero=False),
+        ttl_jitter=_environment_fraction(env, "ttl_jitter")
+        if ttl_jitter is None
+        else fraction(ttl_jitter, name="ttl_jitter"),
         disabled=_environment_flag(env, "disabled") if disabled is None else disabled,
     )

@@ -66,6 +66,13 @@ class Flight(Generic[T]):
         if not self.future.done():
             self.future.set_result(result)
 
+    def published(self) -> T | None:
+        """The result handed to the waiters, if the work has succeeded already; else None."""
+        future = self.future
+        if future.done() and not future.cancelled() and future.exception() is None:
+            return future.result()
+        return None
+
     def fail(self, exception: BaseException) -> None:
         """Hand `exception` to every waiter now."""
         if not self.future.done():

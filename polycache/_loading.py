@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
@@ -130,6 +131,7 @@ class Loading:
         self.counters.loads += 1
         policy = route.policy
         deadline = asyncio.timeout(policy.load_timeout)
+        started = time.perf_counter()
         try:
             async with deadline:
                 conditional = route.conditional
@@ -140,13 +142,16 @@ class Loading:
                     and not previous.negative
                 ):
                     loaded = await conditional.load_conditional(route.name, previous.validator)
+                    seconds = time.perf_counter() - started
                     if loaded.modified:
-                        entry = policy.entry(loaded.value, self.clock(), loaded.validator)
+                        entry = policy.entry(loaded.value, self.clock(), loaded.validator, seconds)
                     else:
-                        entry = policy.entry(previous.value, self.clock(), previous.validator)
+                        entry = policy.entry(
+                            previous.value, self.clock(), previous.validator, seconds
+                        )
                 else:
                     value = await check_awaitable(route.load(route.name), key)
-                    entry = policy.loaded(value, self.clock())
+                    entry = policy.loaded(value, self.clock(), time.perf_counter() - started)
         except SourceNotFound:
             entry = policy.negative(self.clock())
         except ConfigurationError:
@@ -228,6 +233,7 @@ class Loading:
         assert loader is not None
         self.counters.loads += len(batch)
         deadline = asyncio.timeout(first.policy.load_timeout)
+        started = time.perf_counter()
         values: Any
         try:
             async with deadline:
@@ -237,6 +243,7 @@ class Loading:
         except Exception as exc:
             values = {route.name: exc for _, route, _ in batch}
         timed_out = deadline.expired()
+        seconds = time.perf_counter() - started
         now = self.clock()
         for key, route, previous in batch:
             flight = flights[key]
@@ -250,7 +257,7 @@ class Loading:
                     )
                     continue
                 else:
-                    entry = route.policy.loaded(value, now)
+                    entry = route.policy.loaded(value, now, seconds)
                 flight.publish(entry)
                 if not flight.superseded:
                     await self.storage.store(key, entry)
