@@ -8,7 +8,7 @@ from polycache import Backend, Cache, ConfigurationError, Entry
 from polycache.backends.momento import MomentoBackend
 from polycache.backends.near import NearCacheBackend
 from tests.conftest import FakeClock
-from tests.stand_ins.momento_fixtures import TEST_CACHE
+from tests.stand_ins.momento_fixtures import TEST_CACHE, connected
 from tests.stand_ins.momento_server import MomentoStandIn
 
 
@@ -178,6 +178,8 @@ def test_url_options_wrap_the_remote_backend() -> None:
 async def test_near_hits_over_momento_cost_no_round_trip(momento: MomentoStandIn) -> None:
     url = momento.url(TEST_CACHE, local_max_entries=100, local_ttl=30)
     writer, reader = Cache(url), Cache(url)
+    await connected(writer, momento)
+    await connected(reader, momento)
     await writer.set("hot", {"n": 1})
     for _ in range(10):
         assert await writer.get("hot") == {"n": 1}
@@ -192,6 +194,7 @@ async def test_near_hits_over_momento_cost_no_round_trip(momento: MomentoStandIn
 @pytest.mark.momento
 async def test_near_cache_over_momento_respects_freshness(momento: MomentoStandIn) -> None:
     cache = Cache(momento.url(TEST_CACHE, local_ttl=30), ttl=0.2)
+    await connected(cache, momento)
     await cache.set("k", "v")
     assert await cache.get("k") == "v"
     assert momento.calls()["Get"] == 0
