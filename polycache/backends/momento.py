@@ -713,9 +713,14 @@ async def _bounded(operation: Callable[[K], Awaitable[T]], items: Sequence[K]) -
         async with limit:
             return await operation(item)
 
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(run(item)) for item in items]
-    return [task.result() for task in tasks]
+    tasks = [asyncio.ensure_future(run(item)) for item in items]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        # gather leaves the others running; the first failure (or a cancellation) ends them all.
+        for task in tasks:
+            task.cancel()
+        raise
 
 
 def _check_service_credentials(source: CredentialSource) -> None:

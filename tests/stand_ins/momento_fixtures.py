@@ -48,3 +48,13 @@ async def momento_backend(momento: MomentoStandIn) -> AsyncIterator[MomentoBacke
     backend = MomentoBackend.from_url(momento.url(TEST_CACHE))
     yield backend
     await backend.aclose()
+
+
+@pytest.fixture
+async def near_momento_backend(momento: MomentoStandIn) -> AsyncIterator[NearCacheBackend]:
+    """A near-cache in front of a fresh MomentoBackend on the reset server's empty test cache."""
+    backend = NearCacheBackend(
+        MomentoBackend.from_url(momento.url(TEST_CACHE)), local_max_entries=100, local_ttl=30
+    )
+    yield backend
+    await backend.aclose()

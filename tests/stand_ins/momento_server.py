@@ -6,8 +6,8 @@ through `MomentoStandIn`: reset, count calls, switch faults on and off, and chan
 API key, all at run time over a small HTTP control port on 127.0.0.1.
 
 Served (on the servicer bases of `momento-wire-types`): `Scs.Get`, `Scs.Set` (with TTL),
-`Scs.Delete`, and `ScsControl.CreateCache`, `DeleteCache`, `ListCaches`, `FlushCache`. Every other
-RPC answers UNIMPLEMENTED.
+`Scs.Delete` (counting how many are answered at once), and `ScsControl.CreateCache`,
+`DeleteCache`, `ListCaches`, `FlushCache`. Every other RPC answers UNIMPLEMENTED.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -127,6 +127,11 @@ class MomentoStandIn:
     def clear_calls(self) -> None:
         self._control("clear_calls", {})
 
+    def peak_in_flight(self) -> int:
+        """The most Get, Set and Delete calls answered at once since the last reset or clear."""
+        result: int = self._control("peak_in_flight", {})
+        return result
+
     def fault(
         self,
         status: str | None = None,
@@ -188,6 +193,9 @@ class _State:
         # cache name -> key -> (value, monotonic expiry)
         self.caches: dict[str, dict[bytes, tuple[bytes, float]]] = {}
         self.calls: collections.Counter[str] = collections.Counter()
+        # Data calls being answered now, and the most there have been at once since the reset.
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self.status: str | None = None
         self.delay = 0.0
         self.methods: set[str] | None = None
@@ -197,6 +205,7 @@ class _State:
         with self.lock:
             self.caches = {name: {} for name in caches}
             self.calls.clear()
+            self.peak_in_flight = self.in_flight
             self.status, self.delay, self.methods, self.details = None, 0.0, None, ""
             self.api_key = api_key
 
@@ -222,6 +231,17 @@ def _servicers(state: _State) -> tuple[Any, Any]:
             await asyncio.sleep(delay)
         if applies and status is not None:
             await context.abort(getattr(grpc.StatusCode, status), details)
+
+    @contextlib.contextmanager
+    def answering() -> Iterator[None]:
+        with state.lock:
+            state.in_flight += 1
+            state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
+        try:
+            yield
+        finally:
+            with state.lock:
+                state.in_flight -= 1
 
     async def cache_of(context: Any) -> dict[bytes, tuple[bytes, float]]:
         name = dict(context.invocation_metadata() or ()).get("cache", "")
@@ -253,6 +273,10 @@ def _servicers(state: _State) -> tuple[Any, Any]:
         return type(f"StandIn{base.__name__}", (base,), members)
 
     async def get(self: Any, request: Any, context: Any) -> Any:
+        with answering():
+            return await get_answer(request, context)
+
+    async def get_answer(request: Any, context: Any) -> Any:
         await admit("Get", context)
         cache = await cache_of(context)
         with state.lock:
@@ -265,6 +289,10 @@ def _servicers(state: _State) -> tuple[Any, Any]:
         return cache_pb._GetResponse(result=cache_pb.Hit, cache_body=item[0])
 
     async def set_(self: Any, request: Any, context: Any) -> Any:
+        with answering():
+            return await set__answer(request, context)
+
+    async def set__answer(request: Any, context: Any) -> Any:
         await admit("Set", context)
         cache = await cache_of(context)
         if len(request.cache_key) + len(request.cache_body) > MAX_ITEM_BYTES:
@@ -277,6 +305,10 @@ def _servicers(state: _State) -> tuple[Any, Any]:
         return cache_pb._SetResponse(result=cache_pb.Ok)
 
     async def delete(self: Any, request: Any, context: Any) -> Any:
+        with answering():
+            return await delete_answer(request, context)
+
+    async def delete_answer(request: Any, context: Any) -> Any:
         await admit("Delete", context)
         cache = await cache_of(context)
         with state.lock:
@@ -357,6 +389,8 @@ class _ControlHandler(BaseHTTPRequestHandler):
         with state.lock:
             if command == "calls":
                 return dict(state.calls)
+            if command == "peak_in_flight":
+                return state.peak_in_flight
             if command == "clear_calls":
                 state.calls.clear()
             elif command == "fault":
