@@ -291,6 +291,7 @@ class MomentoBackend:
         "_refreshing",
         "_request_timeout",
         "_responses",
+        "_warming",
     )
 
     def __init__(
@@ -367,12 +368,16 @@ class MomentoBackend:
         self._connecting: asyncio.Task[MomentoClient] | None = None
         self._refreshing: asyncio.Task[None] | None = None
         self._clients: LoopBound[MomentoClient] = LoopBound(self._connect, _close_client)
+        self._warming: asyncio.Task[None] | None = None
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             pass  # no loop yet (module scope): the first operation of each loop connects
         else:
-            self._connecting = self._start_connecting(loop)
+            # Through the LoopBound, which closes the client when this loop shuts down, even
+            # if no operation ever runs on it.
+            self._warming = loop.create_task(self.connect())
+            self._warming.add_done_callback(log_background_failure)
 
     @classmethod
     def from_url(cls, url: str, *, environ: Mapping[str, str] | None = None) -> MomentoBackend:
@@ -551,13 +556,11 @@ class MomentoBackend:
 
     async def aclose(self) -> None:
         """Close this event loop's client; the next operation builds a new one."""
-        connecting, self._connecting = self._connecting, None
-        if (
-            connecting is not None
-            and not connecting.done()
-            and connecting.get_loop() is asyncio.get_running_loop()
-        ):
-            connecting.cancel()
+        loop = asyncio.get_running_loop()
+        for task in (self._warming, self._connecting):
+            if task is not None and not task.done() and task.get_loop() is loop:
+                task.cancel()
+        self._warming = self._connecting = None
         await self._clients.aclose()
 
     async def _set_item(self, item: tuple[str, Entry]) -> None:

@@ -139,3 +139,23 @@ print(json.dumps({"value": value, "first": first, "backend_errors": errors}))
     assert result["backend_errors"] == 0
     assert result["first"] < 0.1  # the channel and the generation were ready before the call
     assert momento.calls()["Get"] == 2  # the generation at construction, then the get
+
+
+async def test_from_url_reads_only_the_environment_it_is_given(
+    momento: MomentoStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from polycache import Entry
+    from tests.momento.helpers import fake_api_key
+
+    given = fake_api_key("given")
+    monkeypatch.setenv("MOMENTO_API_KEY", "not a key at all")  # would fail if it were read
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "from-os-environ")
+    momento.require_api_key(given)
+    backend = MomentoBackend.from_url(momento.url(TEST_CACHE), environ={"MOMENTO_API_KEY": given})
+    assert "lambda_tuned=False" in repr(backend)
+    await backend.set("k", Entry(b"v", 2e9, 2e9, 2e9))
+    read = await backend.get("k")
+    assert read is not None and read.value == b"v"
+    await backend.aclose()
+    with pytest.raises(ConfigurationError, match="MOMENTO_API_KEY is set but empty"):
+        MomentoBackend.from_url(momento.url(TEST_CACHE), environ={"MOMENTO_API_KEY": " "})
