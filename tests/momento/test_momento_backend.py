@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import pytest
 
@@ -350,8 +351,8 @@ async def test_unimplemented_rpcs_answer_unimplemented(momento: MomentoStandIn) 
 
     metadata = (("cache", TEST_CACHE), ("authorization", ""))
     async with grpc.aio.insecure_channel(momento.endpoint) as channel:
-        data = cache_grpc.ScsStub(channel)
-        control = control_grpc.ScsControlStub(channel)
+        stubs: tuple[Any, Any] = (cache_grpc.ScsStub, control_grpc.ScsControlStub)  # untyped
+        data, control = (stub(channel) for stub in stubs)
         with pytest.raises(grpc.aio.AioRpcError) as increment:
             await data.Increment(cache_pb._IncrementRequest(cache_key=b"n"), metadata=metadata)
         assert increment.value.code() == grpc.StatusCode.UNIMPLEMENTED

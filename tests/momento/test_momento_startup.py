@@ -159,3 +159,18 @@ async def test_from_url_reads_only_the_environment_it_is_given(
     await backend.aclose()
     with pytest.raises(ConfigurationError, match="MOMENTO_API_KEY is set but empty"):
         MomentoBackend.from_url(momento.url(TEST_CACHE), environ={"MOMENTO_API_KEY": " "})
+
+
+def test_a_new_loop_reconnects_without_reading_the_generation_again(
+    momento: MomentoStandIn,
+) -> None:
+    import asyncio
+
+    cache = Cache(momento.url(TEST_CACHE))  # module scope, as in a Lambda handler's module
+
+    async def invocation() -> object:
+        return await cache.get("k")
+
+    for _ in range(5):
+        asyncio.run(invocation())  # a new loop, so a new client, each time
+    assert momento.calls()["Get"] == 5 + 1  # one read of the generation, for the process
