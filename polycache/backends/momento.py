@@ -429,10 +429,6 @@ class MomentoBackend:
         """The prefix of every item this backend writes."""
         return self._namespace
 
-    def item_key(self, key: str) -> str:
-        """The Momento item name of `key` in the namespace's current generation."""
-        return self._prefix + key
-
     async def connect(self) -> None:
         """Set up this event loop's connection now, if it is not set up already.
 
@@ -658,7 +654,10 @@ class MomentoBackend:
                 if isinstance(response, self._responses.create_error):
                     _fail("create_cache", self._cache_name, response.inner_exception)
             await _wait_until_ready(client)
-            await self._read_generation(client)
+            if time.monotonic() - self._generation_read_at >= self._generation_refresh:
+                # Process state, not the loop's: a handler that runs asyncio.run() per
+                # invocation does not pay for this read on every new loop.
+                await self._read_generation(client)
         except BaseException:
             await _close_client(client)
             raise
