@@ -429,6 +429,11 @@ class MomentoBackend:
         """The prefix of every item this backend writes."""
         return self._namespace
 
+    @property
+    def connected(self) -> bool:
+        """True once the running event loop's connection is set up (False outside a loop)."""
+        return self._clients.current is not None
+
     async def connect(self) -> None:
         """Set up this event loop's connection now, if it is not set up already.
 

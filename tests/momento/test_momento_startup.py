@@ -121,7 +121,9 @@ from polycache import Cache
 
 async def main():
     cache = Cache(sys.argv[1])
+    assert not cache.backend.connected
     await asyncio.sleep(0.5)  # the rest of the function's initialisation
+    assert cache.backend.connected  # before any operation asked for it
     started = time.perf_counter()
     value = await cache.get("greeting")
     first = time.perf_counter() - started
@@ -137,7 +139,7 @@ print(json.dumps({"value": value, "first": first, "backend_errors": errors}))
     result = json.loads(run_python(code, momento.url(TEST_CACHE)))
     assert result["value"] == "hello"
     assert result["backend_errors"] == 0
-    assert result["first"] < 0.1  # the channel and the generation were ready before the call
+    assert result["first"] < 0.25  # the channel and the generation were ready before the call
     assert momento.calls()["Get"] == 2  # the generation at construction, then the get
 
 
