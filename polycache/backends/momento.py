@@ -479,15 +479,17 @@ class MomentoBackend:
             return
         lifetime = max(min(lifetime, MAX_TTL), 0.001)
         blob = pack(entry)
-        item_key = self._item(key)
-        size = len(item_key.encode("utf-8")) + len(blob)
+        # Checked before connecting (which reads the generation), with the longest prefix.
+        size = self._longest_prefix + len(key.encode("utf-8")) + len(blob)
         if size > MAX_ITEM_BYTES:
             raise SerializationError(
                 f"the Momento item for {key!r} would be {size} bytes (key and entry), over "
                 f"Momento's limit of {MAX_ITEM_BYTES} bytes"
             )
         client = self._clients.current or await self._client()
-        response = await client.set(self._cache_name, item_key, blob, timedelta(seconds=lifetime))
+        response = await client.set(
+            self._cache_name, self._item(key), blob, timedelta(seconds=lifetime)
+        )
         responses = self._responses
         if not isinstance(response, responses.set_success):
             _fail("set", self._cache_name, response.inner_exception)

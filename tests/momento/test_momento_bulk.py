@@ -181,3 +181,35 @@ async def test_near_cache_get_many_asks_only_for_what_it_does_not_hold(
     await near_momento_backend.delete_many(["a", "c"])
     assert near_momento_backend.peek("a") is None and near_momento_backend.peek("c") is None
     assert await remote.get("a") is None
+
+
+async def test_a_first_write_after_a_clear_goes_to_the_new_generation(
+    momento: MomentoStandIn,
+) -> None:
+    clearing = MomentoBackend.from_url(momento.url(TEST_CACHE))
+    await clearing.clear()
+    await asyncio.sleep(0.05)  # let the eager connection of the next backend run first
+    fresh = MomentoBackend.from_url(momento.url(TEST_CACHE))
+    await fresh.set("k", entry(b"written first"))  # its first operation
+    read = await clearing.get("k")
+    assert read is not None and read.value == b"written first"
+    await clearing.aclose()
+    await fresh.aclose()
+
+
+def test_a_first_write_outside_a_loop_after_a_clear_goes_to_the_new_generation(
+    momento: MomentoStandIn,
+) -> None:
+    clearing = MomentoBackend.from_url(momento.url(TEST_CACHE))
+    fresh = MomentoBackend.from_url(momento.url(TEST_CACHE))  # no loop: connects on first use
+
+    async def first_operations() -> Entry | None:
+        await clearing.clear()
+        await fresh.set("k", entry(b"written first"))
+        read = await clearing.get("k")
+        await clearing.aclose()
+        await fresh.aclose()
+        return read
+
+    read = asyncio.run(first_operations())
+    assert read is not None and read.value == b"written first"
