@@ -379,6 +379,10 @@ async def test_unimplemented_rpcs_answer_unimplemented(momento: MomentoStandIn) 
         ("momento://c?endpoint=127.0.0.1:1&request_timeout=0", "greater than 0"),
         ("momento://c?endpoint=127.0.0.1:1&create_cache=maybe", "true or false"),
         ("momento://c?endpoint=127.0.0.1:1&colour=blue", "unknown option"),
+        ("momento://c?endpoint=127.0.0.1:1&connect_timeout=0", "greater than 0"),
+        ("momento://c?endpoint=127.0.0.1:1&generation_refresh=-1", "non-negative"),
+        ("momento://c?endpoint=127.0.0.1:1&namespace=", "namespace must be a non-empty str"),
+        ("momento://c?endpoint=127.0.0.1:1&namespace=a:b", "without ':'"),
     ],
 )
 def test_bad_urls_are_configuration_errors(url: str, message: str) -> None:
