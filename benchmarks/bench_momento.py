@@ -2,6 +2,10 @@
 
 Run: .venv/bin/python -m benchmarks.bench_momento [--quick]
 
+Also: a process's first operation (fresh interpreters, bytecode compiled first), where polycache
+imports the SDK when the Cache is built and the raw client pays it in its first call; and bulk
+reads (`get_many`, concurrent requests) against one `get` after another.
+
 Everything talks to the project's Momento-protocol stand-in on 127.0.0.1 (a subprocess), through
 the real `momento.CacheClientAsync`. Contenders are interleaved within each round, so that a
 noisy neighbour slows them all alike; figures are medians over rounds, ratios are of medians.
@@ -12,7 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -157,6 +164,109 @@ async def run(server: MomentoStandIn, calls: int, rounds: int) -> dict[str, Any]
     return results
 
 
+async def bulk(server: MomentoStandIn, rounds: int) -> dict[str, Any]:
+    backend = MomentoBackend(CACHE_NAME, endpoint=("127.0.0.1", server.port), environ={})
+    keys = [f"bulk:{index}" for index in range(50)]
+    entry = await backend.get(KEY)
+    assert entry is not None
+    await backend.set_many(dict.fromkeys(keys, entry))
+
+    async def one_by_one() -> Any:
+        return [await backend.get(key) for key in keys]
+
+    async def get_many() -> Any:
+        return await backend.get_many(keys)
+
+    assert [read is not None for read in await get_many()] == [True] * len(keys)
+    result = report(
+        f"bulk read of {len(keys)} keys: get_many (concurrent) vs one get after another",
+        await compare({"50 x MomentoBackend.get": one_by_one, "get_many": get_many}, 1, rounds),
+        "50 x MomentoBackend.get",
+    )
+    await backend.aclose()
+    return result
+
+
+# Runs in a fresh interpreter: what a cold Lambda execution environment does first.
+_COLD_POLYCACHE = """
+import asyncio, json, sys, time
+started = time.perf_counter()
+from polycache import Cache
+cache = Cache(sys.argv[1])  # module scope: no event loop yet
+built = time.perf_counter() - started
+
+async def first():
+    started = time.perf_counter()
+    value = await cache.get("bench:key")
+    return value, time.perf_counter() - started
+
+value, first = asyncio.run(first())
+assert value is not None and cache.stats.backend_errors == 0
+print(json.dumps({"built": built, "first": first}))
+"""
+_COLD_RAW = """
+import asyncio, json, sys, time
+from datetime import timedelta
+
+async def first():
+    started = time.perf_counter()
+    from momento import CacheClientAsync, Configurations, CredentialProvider
+    provider = CredentialProvider.for_momento_local("127.0.0.1", int(sys.argv[1]))
+    client = CacheClientAsync(Configurations.Laptop.latest(), provider, timedelta(seconds=60))
+    response = await client.get("bench", "raw:key")
+    return response, time.perf_counter() - started
+
+response, first = asyncio.run(first())
+print(json.dumps({"built": 0.0, "first": first}))
+"""
+
+
+def cold_starts(server: MomentoStandIn, processes: int) -> dict[str, Any]:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    environment = {**os.environ, "PYTHONPATH": root}
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "polycache", "benchmarks"],
+        cwd=root,
+        check=True,
+    )
+    samples: dict[str, list[dict[str, float]]] = {"raw": [], "polycache": []}
+    for _ in range(processes):
+        for name, code, argument in (
+            ("raw", _COLD_RAW, str(server.port)),
+            ("polycache", _COLD_POLYCACHE, server.url(CACHE_NAME)),
+        ):
+            output = subprocess.run(
+                [sys.executable, "-c", code, argument],
+                cwd=root,
+                env=environment,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
+            ).stdout
+            samples[name].append(json.loads(output.strip().splitlines()[-1]))
+    medians = {
+        "raw CacheClientAsync: import + first get": statistics.median(
+            sample["first"] for sample in samples["raw"]
+        )
+        * 1e6,
+        "polycache: Cache(...) at module scope": statistics.median(
+            sample["built"] for sample in samples["polycache"]
+        )
+        * 1e6,
+        "polycache: first get (in backend_timeout)": statistics.median(
+            sample["first"] for sample in samples["polycache"]
+        )
+        * 1e6,
+    }
+    return report(
+        f"a process's first operation ({processes} fresh processes, medians)",
+        medians,
+        "raw CacheClientAsync: import + first get",
+        "the first get, which backend_timeout (1 s) bounds, pays no import",
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: few calls and rounds")
@@ -167,7 +277,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with MomentoStandIn() as server:
         server.reset(caches=[CACHE_NAME])
         results = asyncio.run(run(server, calls, rounds))
+        results["bulk"] = asyncio.run(bulk(server, rounds))
         results["server_calls"] = dict(server.calls())
+        results["cold"] = cold_starts(server, 2 if arguments.quick else 7)
     if arguments.json:
         print(json.dumps(results, indent=2, sort_keys=True))
     return results

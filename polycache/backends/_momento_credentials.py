@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from polycache._errors import BackendError, ConfigurationError, SourceNotFound
 
@@ -28,6 +28,7 @@ __all__ = [
     "SecretCredentials",
     "SecretFetcher",
     "credentials_from_environment",
+    "log_background_failure",
 ]
 
 API_KEY_VARIABLE = "MOMENTO_API_KEY"
@@ -106,11 +107,13 @@ class EnvironmentCredentials:
 # Secrets read in this process, by (secret name, fetcher): fetched once, then reused by every
 # backend and every event loop, as the Momento Lambda guide recommends.
 _fetched: dict[tuple[str, object], MomentoCredentials] = {}
+_reading: dict[tuple[str, object], asyncio.Task[MomentoCredentials]] = {}
 
 
 def forget_fetched_secrets() -> None:
     """Forget the secrets read so far (tests rotate them)."""
     _fetched.clear()
+    _reading.clear()
 
 
 class SecretCredentials:
@@ -125,7 +128,7 @@ class SecretCredentials:
         fetch: Reads a secret's string; defaults to polycache's Secrets Manager loader.
     """
 
-    __slots__ = ("_endpoint", "_fetch", "_reading", "secret_name")
+    __slots__ = ("_endpoint", "_fetch", "secret_name")
 
     def __init__(
         self,
@@ -137,25 +140,26 @@ class SecretCredentials:
         self.secret_name = secret_name
         self._endpoint = endpoint
         self._fetch = fetch
-        self._reading: asyncio.Task[MomentoCredentials] | None = None
 
     def __repr__(self) -> str:
         return f"SecretCredentials(secret_name={self.secret_name!r})"
 
     async def __call__(self) -> MomentoCredentials | None:
         """Return the key from the secret, reading it on the first call in this process."""
-        credentials = _fetched.get((self.secret_name, self._fetch))
+        secret = (self.secret_name, self._fetch)
+        credentials = _fetched.get(secret)
         if credentials is not None:
             return credentials
-        reading = self._reading
+        # One read per process: backends built together (and connecting at once) share it.
+        reading = _reading.get(secret)
         if (
             reading is None
             or reading.done()
             or reading.get_loop() is not asyncio.get_running_loop()
         ):
             reading = asyncio.ensure_future(self._read_and_remember())
-            reading.add_done_callback(_retrieve)
-            self._reading = reading
+            reading.add_done_callback(log_background_failure)
+            _reading[secret] = reading
         # Shielded: a caller that times out (the first operation of a cold start) leaves the
         # read running, so that the next operation finds the key instead of starting over.
         return await asyncio.shield(reading)
@@ -190,10 +194,12 @@ class SecretCredentials:
         return secret
 
 
-def _retrieve(task: asyncio.Task[MomentoCredentials]) -> None:
-    """Mark a failed read's error as seen: the callers that awaited it have it already."""
+def log_background_failure(task: asyncio.Task[Any]) -> None:
+    """Mark a background task's error as seen (whoever awaited it has it), and log it."""
     if not task.cancelled():
-        task.exception()
+        error = task.exception()
+        if error is not None:
+            logger.debug("polycache: a Momento background step failed: %r", error)
 
 
 async def _secrets_manager_fetch(secret_name: str) -> str:

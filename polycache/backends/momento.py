@@ -6,16 +6,20 @@ use of the backend, never when polycache or this module is imported.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import math
 import os
+import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TypeVar
 
 from polycache._contracts import Entry
 from polycache._errors import BackendError, BackendTimeout, ConfigurationError, SerializationError
+from polycache._extras import require_extra
 from polycache._loop_bound import LoopBound
 from polycache._registry import boolean, parse_options, seconds, split_url
 from polycache.backends._envelope import pack, unpack
@@ -28,6 +32,7 @@ from polycache.backends._momento_credentials import (
     MomentoCredentials,
     NoCredentials,
     credentials_from_environment,
+    log_background_failure,
 )
 
 if TYPE_CHECKING:
@@ -35,6 +40,10 @@ if TYPE_CHECKING:
     from momento.config import Configuration
 
 __all__ = [
+    "BATCH_CONCURRENCY",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_GENERATION_REFRESH",
+    "DEFAULT_NAMESPACE",
     "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_TTL",
     "MAX_ITEM_BYTES",
@@ -50,10 +59,27 @@ MAX_TTL: Final = 24 * 60 * 60.0
 """Momento keeps an item at most 24 hours."""
 DEFAULT_TTL: Final = 300.0
 DEFAULT_REQUEST_TIMEOUT: Final = 1.1
+DEFAULT_CONNECT_TIMEOUT: Final = 5.0
+"""Seconds the connection set-up (credentials, channel, namespace generation) may take."""
+DEFAULT_NAMESPACE: Final = "polycache"
+"""The prefix of every key polycache writes, so that `clear` can tell its keys from others."""
+DEFAULT_GENERATION_REFRESH: Final = 5.0
+"""Seconds after which another process's `clear` is seen here at the latest."""
+BATCH_CONCURRENCY: Final = 16
+"""Requests in flight at once for one bulk operation (the Python SDK has no batch calls)."""
 # Room kept out of the value budget for the key and the envelope's header, so that a value the
 # Cache accepts fits in one Momento item with a key of up to about a kilobyte.
 _ITEM_RESERVE: Final = 1024
 LAMBDA_VARIABLE: Final = "AWS_LAMBDA_FUNCTION_NAME"
+# The generation of a namespace that was never cleared: its keys read as "{namespace}:0:{key}".
+_FIRST_GENERATION: Final = "0"
+# A generation is at most this many characters (clear writes 16 hex digits).
+_GENERATION_LENGTH: Final = 16
+
+K = TypeVar("K")
+T = TypeVar("T")
+
+logger = logging.getLogger("polycache")
 
 
 class MomentoClient(Protocol):
@@ -202,8 +228,16 @@ class MomentoBackend:
     """Stores entries in a Momento cache, so that every process sharing it sees them.
 
     Each entry is one Momento item: the envelope (freshness and validator) and the serialized
-    value, kept for the entry's own lifetime (at most 24 h). A client is built on first use in
-    each event loop and reused; `aclose` releases it.
+    value, kept for the entry's own lifetime, at most Momento's 24 h (a longer-lived entry is
+    stored for 24 h and loaded again after). Items are named `{namespace}:{generation}:{key}`:
+    `clear` moves the namespace to a new generation with one write, so it forgets polycache's
+    entries (left to expire) and never touches other data in the same Momento cache. Another
+    process sees a `clear` within `generation_refresh` seconds.
+
+    The SDK is imported when the backend is built, and when an event loop is running then, its
+    connection is set up at once, in the background; otherwise on the first operation of each
+    event loop. Either way the set-up runs in a task of its own, bounded by `connect_timeout`, so
+    an operation that gives up on it (the `Cache`'s `backend_timeout`) does not waste it.
 
     Credentials come from `credentials`, or else the environment: `MOMENTO_API_KEY` with
     `MOMENTO_ENDPOINT` (the SDK's v2 provider), or `POLYCACHE_MOMENTO_API_KEY_SECRET` naming a
@@ -214,9 +248,13 @@ class MomentoBackend:
         default_ttl: Seconds, the SDK client's default TTL; used for an entry that never expires.
         request_timeout: Seconds one attempt of a request may take (the SDK retries an
             unavailable server up to 3 times within the cache's `backend_timeout`).
+        connect_timeout: Seconds the connection set-up may take (reading the key from Secrets
+            Manager, opening the channel, reading the namespace's generation).
         create_cache: Create the cache on first use if it does not exist.
         endpoint: `(host, port)` of a Momento-protocol server spoken to in plaintext (Momento
             Local, or a test server); None for the Momento service itself.
+        namespace: The prefix of every item polycache writes.
+        generation_refresh: Seconds between reads of the namespace's generation.
         credentials: Supplies the API key; defaults to the environment's choice.
         client_factory: Builds the SDK client; defaults to `momento.CacheClientAsync`.
         environ: The environment to read; defaults to `os.environ`.
@@ -225,7 +263,8 @@ class MomentoBackend:
         clock: Returns the epoch time in seconds; injectable for tests.
 
     Raises:
-        ConfigurationError: A bad argument, or credentials that are missing or malformed (named).
+        ConfigurationError: A bad argument, credentials that are missing or malformed (named),
+            or the `momento` package is not installed.
     """
 
     stores_objects = False
@@ -236,13 +275,23 @@ class MomentoBackend:
         "_client_factory",
         "_clients",
         "_clock",
+        "_connect_timeout",
+        "_connecting",
         "_create_cache",
         "_credentials",
         "_default_ttl",
         "_endpoint",
+        "_generation_key",
+        "_generation_read_at",
+        "_generation_refresh",
         "_lambda_tuned",
+        "_longest_prefix",
+        "_namespace",
+        "_prefix",
+        "_refreshing",
         "_request_timeout",
         "_responses",
+        "_warming",
     )
 
     def __init__(
@@ -251,8 +300,11 @@ class MomentoBackend:
         *,
         default_ttl: float = DEFAULT_TTL,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         create_cache: bool = False,
         endpoint: tuple[str, int] | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+        generation_refresh: float = DEFAULT_GENERATION_REFRESH,
         credentials: CredentialSource | None = None,
         client_factory: ClientFactory | None = None,
         environ: Mapping[str, str] | None = None,
@@ -268,10 +320,24 @@ class MomentoBackend:
                 f"default_ttl must be seconds greater than 0 and at most {MAX_TTL:.0f} (24 h), "
                 f"got {default_ttl!r}"
             )
-        if not isinstance(request_timeout, int | float) or not 0 < request_timeout < math.inf:
+        for name, value in (
+            ("request_timeout", request_timeout),
+            ("connect_timeout", connect_timeout),
+            ("generation_refresh", generation_refresh),
+        ):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 < value < math.inf
+            ):
+                raise ConfigurationError(
+                    f"{name} must be a positive number of seconds, got {value!r}"
+                )
+        if not isinstance(namespace, str) or not namespace or ":" in namespace:
             raise ConfigurationError(
-                f"request_timeout must be a positive number of seconds, got {request_timeout!r}"
+                f"namespace must be a non-empty str without ':', got {namespace!r}"
             )
+        require_extra("the momento:// backend", "momento", "momento")
         environment = os.environ if environ is None else environ
         source = (
             credentials if credentials is not None else credentials_from_environment(environment)
@@ -281,23 +347,49 @@ class MomentoBackend:
         self._cache_name = cache_name
         self._default_ttl = float(default_ttl)
         self._request_timeout = float(request_timeout)
+        self._connect_timeout = float(connect_timeout)
         self._create_cache = bool(create_cache)
         self._endpoint = endpoint
+        self._namespace = namespace
+        self._generation_key = f"{namespace}:generation"
+        self._longest_prefix = len(namespace.encode("utf-8")) + _GENERATION_LENGTH + 2
+        self._generation_refresh = float(generation_refresh)
+        self._generation_read_at = -math.inf
+        self._prefix = f"{namespace}:{_FIRST_GENERATION}:"
         self._credentials = source
         self._client_factory = client_factory or _default_client_factory
         self._lambda_tuned = (
             LAMBDA_VARIABLE in environment if lambda_tuned is None else lambda_tuned
         )
         self._clock = clock
-        self._responses: _Responses | None = None
+        # Building the backend is choosing it: the SDK's import (0.3 s here, up to a second on
+        # a small Lambda) is paid now, at init, never inside the first call's backend_timeout.
+        self._responses = _Responses()
+        self._connecting: asyncio.Task[MomentoClient] | None = None
+        self._refreshing: asyncio.Task[None] | None = None
         self._clients: LoopBound[MomentoClient] = LoopBound(self._connect, _close_client)
+        self._warming: asyncio.Task[None] | None = None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            pass  # no loop yet (module scope): the first operation of each loop connects
+        else:
+            # Through the LoopBound, which closes the client when this loop shuts down, even
+            # if no operation ever runs on it.
+            self._warming = loop.create_task(self.connect())
+            self._warming.add_done_callback(log_background_failure)
 
     @classmethod
-    def from_url(cls, url: str) -> MomentoBackend:
+    def from_url(cls, url: str, *, environ: Mapping[str, str] | None = None) -> MomentoBackend:
         """Build from `momento://CACHE_NAME[?options]`.
 
-        Options: `default_ttl` (seconds, at most 86400), `request_timeout` (seconds),
-        `create_cache` (`true`/`false`), `endpoint` (`host:port` of a plaintext local server).
+        Options: `default_ttl` (seconds, at most 86400), `request_timeout` and `connect_timeout`
+        (seconds), `create_cache` (`true`/`false`), `endpoint` (`host:port` of a plaintext local
+        server), `namespace` (the key prefix), `generation_refresh` (seconds).
+
+        Args:
+            url: The backend URL.
+            environ: The environment to read credentials from; defaults to `os.environ`.
         """
         parts = split_url(url)
         if not parts.netloc or parts.path not in ("", "/"):
@@ -310,38 +402,47 @@ class MomentoBackend:
             {
                 "default_ttl": _ttl_option,
                 "request_timeout": _timeout_option,
+                "connect_timeout": _timeout_option,
                 "create_cache": boolean,
                 "endpoint": _endpoint_option,
+                "namespace": str,
+                "generation_refresh": _timeout_option,
             },
         )
-        default_ttl = options.get("default_ttl", DEFAULT_TTL)
-        request_timeout = options.get("request_timeout", DEFAULT_REQUEST_TIMEOUT)
-        create_cache = options.get("create_cache", False)
-        endpoint = options.get("endpoint")
-        assert isinstance(default_ttl, float)
-        assert isinstance(request_timeout, float)
-        assert isinstance(create_cache, bool)
-        assert endpoint is None or isinstance(endpoint, tuple)
-        return cls(
-            parts.netloc,
-            default_ttl=default_ttl,
-            request_timeout=request_timeout,
-            create_cache=create_cache,
-            endpoint=endpoint,
-        )
+        return cls(parts.netloc, environ=environ, **options)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         endpoint = "momento" if self._endpoint is None else "{}:{}".format(*self._endpoint)
         return (
             f"MomentoBackend(cache_name={self._cache_name!r}, endpoint={endpoint!r}, "
-            f"credentials={self._credentials!r}, request_timeout={self._request_timeout}, "
-            f"lambda_tuned={self._lambda_tuned})"
+            f"namespace={self._namespace!r}, credentials={self._credentials!r}, "
+            f"request_timeout={self._request_timeout}, lambda_tuned={self._lambda_tuned})"
         )
 
     @property
     def cache_name(self) -> str:
         """The Momento cache this backend stores in."""
         return self._cache_name
+
+    @property
+    def namespace(self) -> str:
+        """The prefix of every item this backend writes."""
+        return self._namespace
+
+    @property
+    def connected(self) -> bool:
+        """True once the running event loop's connection is set up (False outside a loop)."""
+        return self._clients.current is not None
+
+    async def connect(self) -> None:
+        """Set up this event loop's connection now, if it is not set up already.
+
+        Optional: the first operation does it otherwise. Bounded by `connect_timeout`.
+
+        Raises:
+            BackendError: The server could not be reached, or the key was not accepted.
+        """
+        await self._client()
 
     async def get(self, key: str) -> Entry | None:
         """Return the entry under `key`, or None on a miss.
@@ -350,10 +451,9 @@ class MomentoBackend:
             BackendError: Momento failed (`BackendTimeout` if it timed out).
             SerializationError: The item was not written by polycache.
         """
-        client = self._clients.current or await self._clients.get()
-        response = await client.get(self._cache_name, key)
+        client = self._clients.current or await self._client()
+        response = await client.get(self._cache_name, self._item(key))
         responses = self._responses
-        assert responses is not None
         if isinstance(response, responses.get_hit):
             entry = unpack(response.value_bytes)
             return None if entry.expires_at <= self._clock() else entry
@@ -362,38 +462,35 @@ class MomentoBackend:
         _fail("get", self._cache_name, response.inner_exception)
 
     async def set(self, key: str, entry: Entry) -> None:
-        """Store `entry`, kept until its `expires_at` (at most 24 h); nothing is sent on an error.
+        """Store `entry`, kept until its `expires_at` but at most 24 h; nothing sent on an error.
+
+        An entry fresh for longer than Momento keeps an item is stored for 24 h: Momento then
+        forgets it and the next read loads it again.
 
         Raises:
-            ConfigurationError: The entry would be fresh for more than 24 h.
             SerializationError: The item (key and stored bytes) is over Momento's 5 MiB.
             BackendError: Momento failed (`BackendTimeout` if it timed out).
         """
-        now = self._clock()
-        if entry.fresh_until - now > MAX_TTL:
-            raise ConfigurationError(
-                f"Momento keeps an item at most {MAX_TTL:.0f} s (24 h); the entry for {key!r} "
-                f"is fresh for {entry.fresh_until - now:.0f} s: lower its ttl"
-            )
-        lifetime = entry.expires_at - now
+        lifetime = entry.expires_at - self._clock()
         if lifetime == math.inf:
             lifetime = self._default_ttl
         elif lifetime <= 0:
             await self.delete(key)
             return
-        # Momento may forget an item early (it is a cache); only freshness must fit in 24 h.
         lifetime = max(min(lifetime, MAX_TTL), 0.001)
         blob = pack(entry)
-        size = len(key.encode("utf-8")) + len(blob)
+        # Checked before connecting (which reads the generation), with the longest prefix.
+        size = self._longest_prefix + len(key.encode("utf-8")) + len(blob)
         if size > MAX_ITEM_BYTES:
             raise SerializationError(
                 f"the Momento item for {key!r} would be {size} bytes (key and entry), over "
                 f"Momento's limit of {MAX_ITEM_BYTES} bytes"
             )
-        client = self._clients.current or await self._clients.get()
-        response = await client.set(self._cache_name, key, blob, timedelta(seconds=lifetime))
+        client = self._clients.current or await self._client()
+        response = await client.set(
+            self._cache_name, self._item(key), blob, timedelta(seconds=lifetime)
+        )
         responses = self._responses
-        assert responses is not None
         if not isinstance(response, responses.set_success):
             _fail("set", self._cache_name, response.inner_exception)
 
@@ -403,20 +500,153 @@ class MomentoBackend:
         Raises:
             BackendError: Momento failed (`BackendTimeout` if it timed out).
         """
-        client = self._clients.current or await self._clients.get()
-        response = await client.delete(self._cache_name, key)
+        client = self._clients.current or await self._client()
+        response = await client.delete(self._cache_name, self._item(key))
         responses = self._responses
-        assert responses is not None
         if not isinstance(response, responses.delete_success):
             _fail("delete", self._cache_name, response.inner_exception)
 
+    async def get_many(self, keys: Sequence[str]) -> Sequence[Entry | None]:
+        """Return the entries under `keys`, in order: concurrent reads, `BATCH_CONCURRENCY` at once.
+
+        Raises:
+            BackendError: A read failed; the reads still running are cancelled.
+        """
+        return await _bounded(self.get, keys)
+
+    async def set_many(self, entries: Mapping[str, Entry]) -> None:
+        """Store each entry under its key: concurrent writes, `BATCH_CONCURRENCY` at once.
+
+        Raises:
+            SerializationError: An item over Momento's limit (checked before anything is sent).
+            BackendError: A write failed; the writes still running are cancelled.
+        """
+        await _bounded(self._set_item, list(entries.items()))
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Forget every key in `keys`: concurrent deletes, `BATCH_CONCURRENCY` at once.
+
+        Raises:
+            BackendError: A delete failed; the deletes still running are cancelled.
+        """
+        await _bounded(self.delete, keys)
+
+    async def clear(self) -> None:
+        """Forget every entry polycache wrote in this namespace, with one write.
+
+        The namespace moves to a new generation: old items are no longer read and expire on
+        their own; items outside the namespace are never touched. Seen at once by this
+        process, and by others within their `generation_refresh`.
+
+        Raises:
+            BackendError: Momento failed (`BackendTimeout` if it timed out).
+        """
+        client = self._clients.current or await self._client()
+        refreshing = self._refreshing
+        if refreshing is not None and not refreshing.done():
+            refreshing.cancel()  # it may hold the generation this clear replaces
+        generation = secrets.token_hex(_GENERATION_LENGTH // 2)
+        response = await client.set(
+            self._cache_name,
+            self._generation_key,
+            generation.encode("ascii"),
+            timedelta(seconds=MAX_TTL),
+        )
+        responses = self._responses
+        if not isinstance(response, responses.set_success):
+            _fail("clear", self._cache_name, response.inner_exception)
+        self._use_generation(generation)
+
     async def aclose(self) -> None:
         """Close this event loop's client; the next operation builds a new one."""
+        loop = asyncio.get_running_loop()
+        for task in (self._warming, self._connecting):
+            if task is not None and not task.done() and task.get_loop() is loop:
+                task.cancel()
+        self._warming = self._connecting = None
         await self._clients.aclose()
 
+    async def _set_item(self, item: tuple[str, Entry]) -> None:
+        await self.set(*item)
+
+    def _item(self, key: str) -> str:
+        if time.monotonic() - self._generation_read_at >= self._generation_refresh:
+            self._refresh_generation()
+        return self._prefix + key
+
+    def _use_generation(self, generation: str) -> None:
+        self._prefix = f"{self._namespace}:{generation}:"
+        self._generation_read_at = time.monotonic()
+
+    def _refresh_generation(self) -> None:
+        """Re-read the generation in the background: the operation asking goes on at once."""
+        client = self._clients.current
+        refreshing = self._refreshing
+        if client is None or (refreshing is not None and not refreshing.done()):
+            return
+        # Not asked again until this read is done or the interval has passed once more.
+        self._generation_read_at = time.monotonic()
+        task = asyncio.ensure_future(self._read_generation(client))
+        task.add_done_callback(log_background_failure)
+        self._refreshing = task
+
+    async def _read_generation(self, client: MomentoClient) -> None:
+        response = await client.get(self._cache_name, self._generation_key)
+        responses = self._responses
+        if isinstance(response, responses.get_hit):
+            generation = response.value_bytes
+            if not 0 < len(generation) <= _GENERATION_LENGTH or not generation.isalnum():
+                raise BackendError(
+                    f"the item {self._generation_key!r} in Momento cache {self._cache_name!r} "
+                    "is not a polycache generation; clear() writes it, nothing else should"
+                )
+            self._use_generation(generation.decode("ascii"))
+        elif isinstance(response, responses.get_miss):
+            self._use_generation(_FIRST_GENERATION)
+        else:
+            _fail("get", self._cache_name, response.inner_exception)
+
+    async def _client(self) -> MomentoClient:
+        return self._clients.current or await self._clients.get()
+
+    def _start_connecting(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task[MomentoClient]:
+        task = loop.create_task(self._open())
+        task.add_done_callback(log_background_failure)
+        return task
+
     async def _connect(self) -> MomentoClient:
-        if self._responses is None:
-            self._responses = _Responses()
+        """Await this loop's connection set-up, starting it if none is under way.
+
+        The set-up runs in a task of its own and is shielded: a caller that stops waiting
+        (its `backend_timeout` ran out) leaves it running for the next caller.
+        """
+        loop = asyncio.get_running_loop()
+        task = self._connecting
+        if (
+            task is None
+            or task.get_loop() is not loop
+            or (task.done() and (task.cancelled() or task.exception() is not None))
+        ):
+            task = self._start_connecting(loop)
+            self._connecting = task
+        client = await asyncio.shield(task)
+        if self._connecting is task:
+            self._connecting = None  # handed to LoopBound, which owns it from here
+        return client
+
+    async def _open(self) -> MomentoClient:
+        try:
+            async with asyncio.timeout(self._connect_timeout) as budget:
+                return await self._open_client()
+        except TimeoutError as exc:
+            if not budget.expired():
+                raise  # a request's own timeout, already translated
+            raise BackendTimeout(
+                f"connecting to Momento cache {self._cache_name!r} took over "
+                f"{self._connect_timeout} s (connect_timeout)"
+            ) from exc
+
+    async def _open_client(self) -> MomentoClient:
         provider = self._provider(await self._credentials())
         configuration = build_configuration(self._request_timeout, lambda_tuned=self._lambda_tuned)
         try:
@@ -425,14 +655,19 @@ class MomentoBackend:
             )
         except Exception as exc:
             _fail("client setup", self._cache_name, exc)
-        if self._create_cache:
-            try:
+        try:
+            if self._create_cache:
                 response = await client.create_cache(self._cache_name)
                 if isinstance(response, self._responses.create_error):
                     _fail("create_cache", self._cache_name, response.inner_exception)
-            except BaseException:
-                await _close_client(client)
-                raise
+            await _wait_until_ready(client)
+            if time.monotonic() - self._generation_read_at >= self._generation_refresh:
+                # Process state, not the loop's: a handler that runs asyncio.run() per
+                # invocation does not pay for this read on every new loop.
+                await self._read_generation(client)
+        except BaseException:
+            await _close_client(client)
+            raise
         return client
 
     def _provider(self, credentials: MomentoCredentials | None) -> CredentialProvider:
@@ -451,6 +686,50 @@ class MomentoBackend:
             return CredentialProvider.from_api_key_v2(credentials.api_key, credentials.endpoint)
         except SdkException as exc:
             _fail("credentials", self._cache_name, exc, key_source=credentials.source)
+
+
+async def _wait_until_ready(client: MomentoClient) -> None:
+    """Open the client's data channels now, so that the first request does not pay for it.
+
+    The SDK's own eager connection (`CacheClientAsync.create`) closes the channel when it
+    fails, leaving the client unusable, and logs a warning; this only waits, and stops quietly
+    at a failure, which the first request then reports. A client without these internals (a
+    test double, another SDK version) connects on its first request instead.
+    """
+    import grpc
+
+    waiting = (grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING)
+    for data_client in getattr(client, "_data_clients", ()):
+        channel = getattr(getattr(data_client, "_grpc_manager", None), "_channel", None)
+        if not isinstance(channel, grpc.aio.Channel):
+            continue
+        state = channel.get_state(try_to_connect=True)
+        while state in waiting:
+            await channel.wait_for_state_change(state)
+            state = channel.get_state(try_to_connect=False)
+
+
+async def _bounded(operation: Callable[[K], Awaitable[T]], items: Sequence[K]) -> list[T]:
+    """Run `operation` on each item concurrently, `BATCH_CONCURRENCY` at once; results in order.
+
+    The first failure cancels the operations still running and is raised.
+    """
+    if not items:
+        return []
+    limit = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+    async def run(item: K) -> T:
+        async with limit:
+            return await operation(item)
+
+    tasks = [asyncio.ensure_future(run(item)) for item in items]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        # gather leaves the others running; the first failure (or a cancellation) ends them all.
+        for task in tasks:
+            task.cancel()
+        raise
 
 
 def _check_service_credentials(source: CredentialSource) -> None:

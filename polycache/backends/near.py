@@ -5,12 +5,13 @@ Any remote backend URL takes it: `momento://sessions?local_max_entries=1000&loca
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
 from typing import Final
 
-from polycache._contracts import Backend, Entry
+from polycache._contracts import Backend, BatchBackend, ClearableBackend, Entry
 from polycache._errors import ConfigurationError
 
 __all__ = ["DEFAULT_LOCAL_MAX_ENTRIES", "DEFAULT_LOCAL_TTL", "NearCacheBackend"]
@@ -28,6 +29,10 @@ class NearCacheBackend:
     deletes go to the remote backend and update the local layer. Another process's write is seen
     here within `local_ttl` at the latest.
 
+    Bulk operations answer what they can locally and pass the rest to the remote backend in one
+    bulk call when it has them (`BatchBackend`), else concurrently. `clear` empties the local
+    layer and clears the remote backend, if that can clear (`ClearableBackend`).
+
     Args:
         remote: The backend in front of which this layer sits.
         local_max_entries: The most entries held locally (least recently used dropped first).
@@ -38,7 +43,16 @@ class NearCacheBackend:
         ConfigurationError: A bad size or duration, or a `remote` that is already in process.
     """
 
-    __slots__ = ("_clock", "_local", "_remote", "_writes", "local_max_entries", "local_ttl")
+    __slots__ = (
+        "_batch",
+        "_clearable",
+        "_clock",
+        "_local",
+        "_remote",
+        "_writes",
+        "local_max_entries",
+        "local_ttl",
+    )
 
     def __init__(
         self,
@@ -70,6 +84,9 @@ class NearCacheBackend:
                 f"local_max_entries must be an int greater than 0, got {local_max_entries!r}"
             )
         self._remote = remote
+        # The remote's optional abilities, looked up once: a Protocol check per call is slow.
+        self._batch = remote if isinstance(remote, BatchBackend) else None
+        self._clearable = remote if isinstance(remote, ClearableBackend) else None
         self.local_max_entries = local_max_entries
         # key -> (the remote entry, until when it may be answered from here); insertion order
         # is recency order, as in the memory backend.
@@ -160,6 +177,68 @@ class NearCacheBackend:
         self._local.pop(key, None)
         self._writes += 1
         await self._remote.delete(key)
+
+    async def get_many(self, keys: Sequence[str]) -> Sequence[Entry | None]:
+        """Answer each key locally while allowed; ask the remote backend for the rest at once."""
+        results: list[Entry | None] = [self.peek(key) for key in keys]
+        missing = [index for index, held in enumerate(results) if held is None]
+        if not missing:
+            return results
+        writes = self._writes
+        wanted = [keys[index] for index in missing]
+        batch = self._batch
+        fetched = (
+            await batch.get_many(wanted)
+            if batch is not None
+            else await asyncio.gather(*(self._remote.get(key) for key in wanted))
+        )
+        hold = writes == self._writes
+        for index, key, entry_or_none in zip(missing, wanted, fetched, strict=True):
+            results[index] = entry_or_none
+            if entry_or_none is not None and hold:
+                self._hold(key, entry_or_none)
+        return results
+
+    async def set_many(self, entries: Mapping[str, Entry]) -> None:
+        """Store every entry in the remote backend, then hold them locally."""
+        local = self._local
+        for key in entries:
+            local.pop(key, None)
+        self._writes += 1
+        batch = self._batch
+        if batch is not None:
+            await batch.set_many(entries)
+        else:
+            await asyncio.gather(*(self._remote.set(key, entry) for key, entry in entries.items()))
+        for key, entry in entries.items():
+            self._hold(key, entry)
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Forget every key locally and in the remote backend."""
+        local = self._local
+        for key in keys:
+            local.pop(key, None)
+        self._writes += 1
+        batch = self._batch
+        if batch is not None:
+            await batch.delete_many(keys)
+        else:
+            await asyncio.gather(*(self._remote.delete(key) for key in keys))
+
+    async def clear(self) -> None:
+        """Forget every entry, locally and (polycache's own) in the remote backend.
+
+        Raises:
+            ConfigurationError: The remote backend cannot clear.
+        """
+        clearable = self._clearable
+        if clearable is None:
+            raise ConfigurationError(
+                f"{type(self._remote).__name__} cannot clear (it is not a ClearableBackend)"
+            )
+        self._local.clear()
+        self._writes += 1
+        await clearable.clear()
 
     async def aclose(self) -> None:
         """Release the remote backend's connections; the local layer is kept."""

@@ -8,7 +8,7 @@ from polycache import Backend, Cache, ConfigurationError, Entry
 from polycache.backends.momento import MomentoBackend
 from polycache.backends.near import NearCacheBackend
 from tests.conftest import FakeClock
-from tests.stand_ins.momento_fixtures import TEST_CACHE
+from tests.stand_ins.momento_fixtures import TEST_CACHE, connected
 from tests.stand_ins.momento_server import MomentoStandIn
 
 
@@ -178,6 +178,8 @@ def test_url_options_wrap_the_remote_backend() -> None:
 async def test_near_hits_over_momento_cost_no_round_trip(momento: MomentoStandIn) -> None:
     url = momento.url(TEST_CACHE, local_max_entries=100, local_ttl=30)
     writer, reader = Cache(url), Cache(url)
+    await connected(writer, momento)
+    await connected(reader, momento)
     await writer.set("hot", {"n": 1})
     for _ in range(10):
         assert await writer.get("hot") == {"n": 1}
@@ -192,6 +194,7 @@ async def test_near_hits_over_momento_cost_no_round_trip(momento: MomentoStandIn
 @pytest.mark.momento
 async def test_near_cache_over_momento_respects_freshness(momento: MomentoStandIn) -> None:
     cache = Cache(momento.url(TEST_CACHE, local_ttl=30), ttl=0.2)
+    await connected(cache, momento)
     await cache.set("k", "v")
     assert await cache.get("k") == "v"
     assert momento.calls()["Get"] == 0
@@ -201,3 +204,30 @@ async def test_near_cache_over_momento_respects_freshness(momento: MomentoStandI
     assert await cache.get("k") is None  # expired: the remote was asked, and it agrees
     assert momento.calls()["Get"] == 1
     await cache.aclose()
+
+
+async def test_bulk_operations_without_a_batch_remote(
+    remote: RemoteDouble, clock: FakeClock
+) -> None:
+    backend = near(remote, clock, local_ttl=30)
+    await backend.set_many(
+        {"a": entry_at(clock, b"a", fresh=60), "b": entry_at(clock, b"b", fresh=60)}
+    )
+    assert set(remote.entries) == {"a", "b"}
+    remote.entries["c"] = entry_at(clock, b"c", fresh=60)
+    read = await backend.get_many(["a", "c", "missing", "b"])
+    assert [item.value if item else None for item in read] == [b"a", b"c", None, b"b"]
+    assert remote.gets == 2  # c and missing; a and b were held
+    await backend.get_many(["c"])
+    assert remote.gets == 2
+    await backend.delete_many(["a", "c"])
+    assert set(remote.entries) == {"b"}
+    assert backend.peek("a") is None and backend.peek("c") is None
+
+
+async def test_clear_needs_a_clearable_remote(remote: RemoteDouble, clock: FakeClock) -> None:
+    backend = near(remote, clock, local_ttl=30)
+    await backend.set("k", entry_at(clock, b"v", fresh=60))
+    with pytest.raises(ConfigurationError, match="RemoteDouble cannot clear"):
+        await backend.clear()
+    assert backend.peek("k") is not None  # nothing was forgotten half-way

@@ -6,8 +6,12 @@ through `MomentoStandIn`: reset, count calls, switch faults on and off, and chan
 API key, all at run time over a small HTTP control port on 127.0.0.1.
 
 Served (on the servicer bases of `momento-wire-types`): `Scs.Get`, `Scs.Set` (with TTL),
-`Scs.Delete`, and `ScsControl.CreateCache`, `DeleteCache`, `ListCaches`, `FlushCache`. Every other
-RPC answers UNIMPLEMENTED.
+`Scs.Delete` (counting how many are answered at once), `ScsControl.CreateCache`,
+`DeleteCache`, `ListCaches`, `FlushCache`, and the topics the SDK's `TopicClientAsync` uses,
+`Pubsub.Publish` and `Pubsub.Subscribe` (a heartbeat first, then every item published to the
+topic in its cache, numbered from 1; a subscription that resumes at a number first gets the
+items after it that are still kept, the last 100 per topic). Every other RPC answers
+UNIMPLEMENTED.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -127,6 +131,11 @@ class MomentoStandIn:
     def clear_calls(self) -> None:
         self._control("clear_calls", {})
 
+    def peak_in_flight(self) -> int:
+        """The most Get, Set and Delete calls answered at once since the last reset or clear."""
+        result: int = self._control("peak_in_flight", {})
+        return result
+
     def fault(
         self,
         status: str | None = None,
@@ -188,6 +197,11 @@ class _State:
         # cache name -> key -> (value, monotonic expiry)
         self.caches: dict[str, dict[bytes, tuple[bytes, float]]] = {}
         self.calls: collections.Counter[str] = collections.Counter()
+        # Data calls being answered now, and the most there have been at once since the reset.
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        # Bumped by each reset: topics of an older epoch are forgotten.
+        self.epoch = 0
         self.status: str | None = None
         self.delay = 0.0
         self.methods: set[str] | None = None
@@ -196,17 +210,43 @@ class _State:
     def reset(self, caches: list[str], api_key: str | None) -> None:
         with self.lock:
             self.caches = {name: {} for name in caches}
+            self.epoch += 1
             self.calls.clear()
+            self.peak_in_flight = self.in_flight
             self.status, self.delay, self.methods, self.details = None, 0.0, None, ""
             self.api_key = api_key
 
 
-def _servicers(state: _State) -> tuple[Any, Any]:
+class _Topic:
+    """One topic: its last items and the queues of its live subscriptions (gRPC loop only)."""
+
+    KEPT = 100
+
+    def __init__(self) -> None:
+        self.sequence = 0
+        self.items: collections.deque[tuple[int, Any]] = collections.deque(maxlen=self.KEPT)
+        self.subscribers: set[asyncio.Queue[tuple[int, Any]]] = set()
+
+    def publish(self, value: Any) -> None:
+        self.sequence += 1
+        item = (self.sequence, value)
+        self.items.append(item)
+        for queue in self.subscribers:
+            queue.put_nowait(item)
+
+
+def _servicers(state: _State) -> tuple[Any, Any, Any]:
     import grpc
     from momento_wire_types import cacheclient_pb2 as cache_pb
     from momento_wire_types import cacheclient_pb2_grpc as cache_grpc
+    from momento_wire_types import cachepubsub_pb2 as pubsub_pb
+    from momento_wire_types import cachepubsub_pb2_grpc as pubsub_grpc
+    from momento_wire_types import common_pb2 as common_pb
     from momento_wire_types import controlclient_pb2 as control_pb
     from momento_wire_types import controlclient_pb2_grpc as control_grpc
+
+    # (epoch, cache name, topic name) -> topic; touched only on the gRPC event loop.
+    topics: dict[tuple[int, str, str], _Topic] = {}
 
     async def admit(method: str, context: Any) -> None:
         """Count the call, then apply auth and any injected fault."""
@@ -222,6 +262,17 @@ def _servicers(state: _State) -> tuple[Any, Any]:
             await asyncio.sleep(delay)
         if applies and status is not None:
             await context.abort(getattr(grpc.StatusCode, status), details)
+
+    @contextlib.contextmanager
+    def answering() -> Iterator[None]:
+        with state.lock:
+            state.in_flight += 1
+            state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
+        try:
+            yield
+        finally:
+            with state.lock:
+                state.in_flight -= 1
 
     async def cache_of(context: Any) -> dict[bytes, tuple[bytes, float]]:
         name = dict(context.invocation_metadata() or ()).get("cache", "")
@@ -253,6 +304,10 @@ def _servicers(state: _State) -> tuple[Any, Any]:
         return type(f"StandIn{base.__name__}", (base,), members)
 
     async def get(self: Any, request: Any, context: Any) -> Any:
+        with answering():
+            return await get_answer(request, context)
+
+    async def get_answer(request: Any, context: Any) -> Any:
         await admit("Get", context)
         cache = await cache_of(context)
         with state.lock:
@@ -265,6 +320,10 @@ def _servicers(state: _State) -> tuple[Any, Any]:
         return cache_pb._GetResponse(result=cache_pb.Hit, cache_body=item[0])
 
     async def set_(self: Any, request: Any, context: Any) -> Any:
+        with answering():
+            return await set__answer(request, context)
+
+    async def set__answer(request: Any, context: Any) -> Any:
         await admit("Set", context)
         cache = await cache_of(context)
         if len(request.cache_key) + len(request.cache_body) > MAX_ITEM_BYTES:
@@ -277,6 +336,10 @@ def _servicers(state: _State) -> tuple[Any, Any]:
         return cache_pb._SetResponse(result=cache_pb.Ok)
 
     async def delete(self: Any, request: Any, context: Any) -> Any:
+        with answering():
+            return await delete_answer(request, context)
+
+    async def delete_answer(request: Any, context: Any) -> Any:
         await admit("Delete", context)
         cache = await cache_of(context)
         with state.lock:
@@ -319,7 +382,46 @@ def _servicers(state: _State) -> tuple[Any, Any]:
             await context.abort(grpc.StatusCode.NOT_FOUND, "Cache not found")
         return control_pb._FlushCacheResponse()
 
+    async def topic_of(request: Any, context: Any) -> _Topic:
+        with state.lock:
+            exists = request.cache_name in state.caches
+            epoch = state.epoch
+        if not exists:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"Cache not found: {request.cache_name}")
+        key = (epoch, request.cache_name, request.topic)
+        topic = topics.get(key)
+        if topic is None:
+            topic = topics[key] = _Topic()
+        return topic
+
+    async def publish(self: Any, request: Any, context: Any) -> Any:
+        await admit("Publish", context)
+        topic = await topic_of(request, context)
+        topic.publish(request.value)
+        return common_pb._Empty()
+
+    async def subscribe(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
+        await admit("Subscribe", context)
+        topic = await topic_of(request, context)
+        queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+        resume_at = request.resume_at_topic_sequence_number
+        if resume_at:
+            for item in topic.items:
+                if item[0] > resume_at:
+                    queue.put_nowait(item)
+        topic.subscribers.add(queue)
+        try:
+            yield pubsub_pb._SubscriptionItem(heartbeat=pubsub_pb._Heartbeat())
+            while True:
+                sequence, value = await queue.get()
+                yield pubsub_pb._SubscriptionItem(
+                    item=pubsub_pb._TopicItem(topic_sequence_number=sequence, value=value)
+                )
+        finally:
+            topic.subscribers.discard(queue)
+
     data = completed(cache_grpc.ScsServicer, {"Get": get, "Set": set_, "Delete": delete})
+    pubsub = completed(pubsub_grpc.PubsubServicer, {"Publish": publish, "Subscribe": subscribe})
     control = completed(
         control_grpc.ScsControlServicer,
         {
@@ -329,7 +431,7 @@ def _servicers(state: _State) -> tuple[Any, Any]:
             "FlushCache": flush_cache,
         },
     )
-    return data(), control()
+    return data(), control(), pubsub()
 
 
 class _ControlHandler(BaseHTTPRequestHandler):
@@ -357,6 +459,8 @@ class _ControlHandler(BaseHTTPRequestHandler):
         with state.lock:
             if command == "calls":
                 return dict(state.calls)
+            if command == "peak_in_flight":
+                return state.peak_in_flight
             if command == "clear_calls":
                 state.calls.clear()
             elif command == "fault":
@@ -381,18 +485,25 @@ async def serve(api_key: str | None, port: int = 0) -> None:
     """Serve until terminated, printing `READY <grpc port> <control port>` once listening."""
     import grpc
     from momento_wire_types import cacheclient_pb2_grpc as cache_grpc
+    from momento_wire_types import cachepubsub_pb2_grpc as pubsub_grpc
     from momento_wire_types import controlclient_pb2_grpc as control_grpc
 
     state = _State(api_key)
-    data, control = _servicers(state)
+    data, control, pubsub = _servicers(state)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
         ]
     )
-    cache_grpc.add_ScsServicer_to_server(data, server)
-    control_grpc.add_ScsControlServicer_to_server(control, server)
+    # The generated registration functions are untyped.
+    registrations: list[tuple[Any, Any]] = [
+        (cache_grpc.add_ScsServicer_to_server, data),
+        (control_grpc.add_ScsControlServicer_to_server, control),
+        (pubsub_grpc.add_PubsubServicer_to_server, pubsub),
+    ]
+    for register, servicer in registrations:
+        register(servicer, server)
     bound = server.add_insecure_port(f"{HOST}:{port}")
     await server.start()
 
