@@ -174,6 +174,22 @@ async def get_or_load_contenders() -> dict[str, Operation]:
     }
 
 
+async def get_many_contenders() -> dict[str, Operation]:
+    cache = Cache("memory://", ttl=3600)
+    keys = [f"many:{n}" for n in range(10)]
+    for key in keys:
+        await cache.set(key, VALUE)
+
+    async def ten_gets(key: str) -> Any:
+        get = cache.get
+        return [await get(one) for one in keys]
+
+    def one_get_many(key: str) -> Awaitable[Any]:
+        return cache.get_many(keys)
+
+    return {"ten hit get() calls": ten_gets, "polycache Cache.get_many": one_get_many}
+
+
 async def set_contenders() -> dict[str, Operation]:
     import cachetools
     from aiocache import SimpleMemoryCache
@@ -432,6 +448,10 @@ async def per_operation(quick: bool) -> None:
     results = await compare(await get_or_load_contenders(), calls, rounds)
     floor = results["floor: dict + shared future"]
     table(sorted(results.items(), key=lambda item: item[1]), floor, "ns/op", "polycache <= 3x")
+    header("get_many of 10 cached keys")
+    results = await compare(await get_many_contenders(), calls // 10, rounds)
+    floor = results["ten hit get() calls"]
+    table(sorted(results.items(), key=lambda item: item[1]), floor, "ns/op", "get_many <= 1.5x")
     header("set")
     results = await compare(await set_contenders(), calls, rounds)
     floor = results["floor: dict[key] = value"]
