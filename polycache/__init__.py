@@ -35,6 +35,7 @@ from polycache._errors import (
 )
 from polycache._inject import inject
 from polycache._lambda import lambda_handler
+from polycache._observe import BaseObserver, Observer
 from polycache._registry import register_backend
 from polycache._serializers import JsonSerializer, PickleSerializer, Serializer
 
@@ -45,6 +46,7 @@ __all__ = [
     "BackendError",
     "BackendFactory",
     "BackendTimeout",
+    "BaseObserver",
     "BatchBackend",
     "BatchLoader",
     "Cache",
@@ -56,6 +58,7 @@ __all__ = [
     "Loaded",
     "LoaderError",
     "LoaderFunction",
+    "Observer",
     "PickleSerializer",
     "PolycacheError",
     "SerializationError",

@@ -23,6 +23,7 @@ from polycache._config import UNSET, Duration, Settings, Unset, duration, resolv
 from polycache._contracts import Backend, Entry, LoaderFunction
 from polycache._errors import ConfigurationError, SourceNotFound
 from polycache._loading import Batch, Loading, LoopState
+from polycache._observe import LookupOutcome, Observer, Observers
 from polycache._policy import Policy
 from polycache._registry import backend_from_url
 from polycache._routing import LoaderTable, Route, zero_argument_route
@@ -93,6 +94,8 @@ class Cache:
         early_refresh: Refresh each loaded entry in the background at a random moment before
             it expires, sooner for slower loads (probabilistic early expiration, "XFetch"), so
             that a hot key is reloaded before anyone has to wait for it.
+        observers: Objects told what the cache does (`polycache.Observer`): OpenTelemetry,
+            CloudWatch metrics, your own. With none, nothing is measured.
         serializer: For backends that store bytes: `"json"` (default), `"pickle"` (only for a
             cache whose writers you trust), or an object with `dumps` and `loads`.
         fail_open: If True (default), a failing or slow backend counts as a miss and values come
@@ -119,6 +122,7 @@ class Cache:
         load_timeout: Duration | Unset | None = UNSET,
         ttl_jitter: float | None = None,
         early_refresh: bool = False,
+        observers: Iterable[Observer] = (),
         serializer: str | Serializer | None = None,
         fail_open: bool = True,
         disabled: bool | None = None,
@@ -184,6 +188,12 @@ class Cache:
         )
         self._loaders = LoaderTable(self._policy)
         self._loading = Loading(self._storage, self._counters, self._clock)
+        self._observers: Observers | None = None
+        self._reported_hits = 0
+        if not isinstance(observers, Iterable):
+            raise ConfigurationError(f"observers must be a list of Observer, got {observers!r}")
+        for observer in observers:
+            self.add_observer(observer)
         # Loop-bound state, replaced when the running loop changes (asyncio.run per invocation).
         self._state = LoopState(None)
         # The hit paths read the memory backend's dict directly (None when disabled: every get
@@ -240,6 +250,36 @@ class Cache:
     def stats(self) -> Stats:
         """A snapshot of the counters."""
         return self._counters.snapshot(self._hits)
+
+    def report(self) -> None:
+        """Hand the fresh hits counted since the last report to the observers, as one count.
+
+        The hit path does no per-hit work for observers; this runs before every other event they
+        receive, and `lambda_handler` calls it after each invocation.
+        """
+        observers = self._observers
+        if observers is None:
+            return
+        count = self._hits - self._reported_hits
+        if count:
+            self._reported_hits = self._hits
+            observers.hits(count)
+
+    def add_observer(self, observer: Observer) -> None:
+        """Start reporting to `observer` too (see `Cache(observers=...)`).
+
+        Raises:
+            ConfigurationError: `observer` does not implement `Observer`.
+        """
+        if not isinstance(observer, Observer):
+            raise ConfigurationError(
+                f"an observer implements polycache.Observer (hits, lookup, load, backend_call, "
+                f"breaker, invalidation), got {observer!r}"
+            )
+        known = () if self._observers is None else self._observers.observers
+        self._observers = Observers((*known, observer))
+        self._reported_hits = self._hits
+        self._loading.observers = self._storage.observers = self._observers
 
     # -- loaders ------------------------------------------------------------------------------
 
@@ -355,13 +395,13 @@ class Cache:
                 state = self._state
                 if now < record[2] and key in state.loads and state.loop is _running_loop():
                     # Stale, and its refresh is already running: serve at once.
-                    self._counters.stale_hits += 1
+                    self._looked_up(key, "stale")
                     return record[0]
             state = self._state
             flight = state.loads.get(key)
             if flight is not None and not flight.superseded and state.loop is _running_loop():
                 # A stampede: the key is being loaded; wait for that load, skip the routing.
-                self._counters.misses += 1
+                self._looked_up(key, "miss")
                 entry = await flight.wait()
                 return default if entry is None or entry.negative else entry.value
         key = _check_key(key)
@@ -414,12 +454,12 @@ class Cache:
                         return value
                     state = self._state
                     if now < record[2] and key in state.loads and state.loop is _running_loop():
-                        self._counters.stale_hits += 1
+                        self._looked_up(key, "stale")
                         return value
             state = self._state
             flight = state.loads.get(key)
             if flight is not None and not flight.superseded and state.loop is _running_loop():
-                self._counters.misses += 1
+                self._looked_up(key, "miss")
                 joined = await flight.wait()
                 if joined is not None and not joined.negative:
                     return joined.value
@@ -476,6 +516,8 @@ class Cache:
         key = _check_key(key)
         self._supersede(key)
         await self._storage.delete(key)
+        if self._observers is not None:
+            self._observers.invalidation((key,), "delete")
 
     async def set_many(
         self,
@@ -514,6 +556,8 @@ class Cache:
         for key in unique:
             self._supersede(key)
         await self._storage.delete_many(unique)
+        if self._observers is not None:
+            self._observers.invalidation(unique, "delete")
 
     async def exists(self, key: str) -> bool:
         """True if a value is cached under `key`, fresh or stale; never loads, counts nothing.
@@ -551,6 +595,8 @@ class Cache:
         for flight in self._state.loads.values():
             flight.superseded = True
         await self._storage.clear()
+        if self._observers is not None:
+            self._observers.invalidation(("*",), "clear")
 
     async def refresh(self, key: str, loader: Callable[[], Awaitable[Any]] | None = None) -> Any:
         """Reload `key` from its source now, store it and return the new value.
@@ -674,7 +720,7 @@ class Cache:
                 lookups[key] = self._decide(state, key, route, entry, now)
                 continue
             for key, flight in self._loading.start_batch(state, batch).items():
-                self._counters.misses += 1
+                self._looked_up(key, "miss")
                 lookups[key] = flight.wait()
         outcomes = await asyncio.gather(*lookups.values(), return_exceptions=True)
         first_error: BaseException | None = None
@@ -753,6 +799,17 @@ class Cache:
 
     # -- the miss path ------------------------------------------------------------------------
 
+    def _looked_up(self, key: str, outcome: LookupOutcome) -> None:
+        counters = self._counters
+        if outcome == "miss":
+            counters.misses += 1
+        else:
+            counters.stale_hits += 1
+        observers = self._observers
+        if observers is not None:
+            self.report()
+            observers.lookup(key, outcome)
+
     def _supersede(self, key: str) -> None:
         flight = self._state.loads.get(key)
         if flight is not None:
@@ -798,11 +855,11 @@ class Cache:
                 self._hits += 1
                 return entry
             if now < entry.stale_until and not entry.negative:
-                counters.stale_hits += 1
+                self._looked_up(key, "stale")
                 if route is not None and key not in state.loads:
                     self._loading.start(state, key, route, entry, force=False)
                 return entry
-        counters.misses += 1
+        self._looked_up(key, "miss")
         if route is None:
             return None
         flight = state.loads.get(key)

@@ -173,7 +173,11 @@ def lambda_handler(
         @functools.wraps(handler)
         def run(*args: P.args, **kwargs: P.kwargs) -> Result:
             # Extra arguments pass through, for decorators stacked above (polycache.inject).
-            return run_on_environment_loop(handler, *args, **kwargs)
+            try:
+                return run_on_environment_loop(handler, *args, **kwargs)
+            finally:
+                if cache is not None:
+                    cache.report()
 
         return run
 

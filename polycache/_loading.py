@@ -16,6 +16,7 @@ from typing import Any, Final
 from polycache._contracts import Entry
 from polycache._errors import ConfigurationError, LoaderError, PolycacheError, SourceNotFound
 from polycache._flight import Flight, Flights
+from polycache._observe import LoadOutcome, Observers
 from polycache._policy import Policy
 from polycache._routing import Route, check_awaitable
 from polycache._stats import Counters
@@ -83,7 +84,7 @@ class Loading:
         clock: Returns epoch seconds.
     """
 
-    __slots__ = ("clock", "counters", "storage")
+    __slots__ = ("clock", "counters", "observers", "storage")
 
     def __init__(
         self,
@@ -94,6 +95,7 @@ class Loading:
         self.storage = storage
         self.counters = counters
         self.clock = clock
+        self.observers: Observers | None = None
 
     def start(
         self,
@@ -160,20 +162,27 @@ class Loading:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            return self.stale_or_raise(
-                key,
-                previous,
-                policy,
-                exc,
-                serve_stale=serve_stale,
-                timed_out=deadline.expired(),
-            )
+            timed_out = deadline.expired()
+            try:
+                stood_in = self.stale_or_raise(
+                    key, previous, policy, exc, serve_stale=serve_stale, timed_out=timed_out
+                )
+            except Exception:
+                self._report(key, started, "timeout" if timed_out else "error")
+                raise
+            self._report(key, started, "stale_served")
+            return stood_in
+        self._report(key, started, "not_found" if entry.negative else "ok")
         # The waiters have their answer before the entry is stored: a slow backend delays
         # nobody, and the flight stays registered until the store is done.
         flight.publish(entry)
         if not flight.superseded:
             await self.storage.store(key, entry)
         return entry
+
+    def _report(self, key: str, started: float, outcome: LoadOutcome) -> None:
+        if self.observers is not None:
+            self.observers.load(key, time.perf_counter() - started, outcome)
 
     def stale_or_raise(
         self,
@@ -252,12 +261,14 @@ class Loading:
                 if value is _MISSING or isinstance(value, SourceNotFound):
                     entry = route.policy.negative(now)
                 elif isinstance(value, Exception):
+                    self._report(key, started, "timeout" if timed_out else "error")
                     flight.publish(
                         self.stale_or_raise(key, previous, route.policy, value, timed_out=timed_out)
                     )
                     continue
                 else:
                     entry = route.policy.loaded(value, now, seconds)
+                self._report(key, started, "not_found" if entry.negative else "ok")
                 flight.publish(entry)
                 if not flight.superseded:
                     await self.storage.store(key, entry)

@@ -23,6 +23,7 @@ from polycache._errors import (
     SerializationError,
 )
 from polycache._flight import Flights
+from polycache._observe import BackendOutcome, Observers
 from polycache._serializers import Serializer
 from polycache._stats import Counters
 from polycache.backends.memory import MemoryBackend, entry_from_record, record_from_entry
@@ -54,12 +55,13 @@ def _with_value(entry: Entry, value: Any) -> Entry:
 class MemoryStorage:
     """Entries as records in the memory backend's dict: no serialization, no I/O."""
 
-    __slots__ = ("backend", "clock", "records")
+    __slots__ = ("backend", "clock", "observers", "records")
 
     def __init__(self, backend: MemoryBackend, clock: Any) -> None:
         self.backend = backend
         self.records = backend.records
         self.clock = clock
+        self.observers: Observers | None = None  # in-process: no backend calls to report
 
     def peek(self, key: str) -> Entry | None:
         """The entry under `key` unless expired, without I/O."""
@@ -130,6 +132,7 @@ class RemoteStorage:
         "counters",
         "fail_open",
         "near",
+        "observers",
         "serializer",
         "timed_out",
         "timeout",
@@ -161,6 +164,7 @@ class RemoteStorage:
         )
         # key -> monotonic time until which its reads are skipped
         self.timed_out: dict[str, float] = {}
+        self.observers: Observers | None = None
 
     # -- reads
 
@@ -311,9 +315,10 @@ class RemoteStorage:
             ConfigurationError: The backend is misconfigured (never hidden as a miss).
             SerializationError: The value cannot be stored (never hidden as a miss).
         """
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout):
-                return await call
+                result = await call
         except (ConfigurationError, SerializationError):
             # A misconfigured backend or an unstorable value is not an outage: failing open
             # would hide it behind a miss on every call.
@@ -330,6 +335,13 @@ class RemoteStorage:
         except Exception as exc:
             error = BackendError(f"backend {operation} of {key!r} failed: {type(exc).__name__}")
             cause = exc
+        else:
+            if self.observers is not None:
+                self.observers.backend_call(operation, time.perf_counter() - started, "ok")
+            return result
+        if self.observers is not None:
+            outcome: BackendOutcome = "timeout" if isinstance(error, TimeoutError) else "error"
+            self.observers.backend_call(operation, time.perf_counter() - started, outcome)
         self.counters.backend_errors += 1
         if isinstance(error, TimeoutError) and operation == "get":
             timed_out = self.timed_out
