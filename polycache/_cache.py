@@ -19,17 +19,18 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
+from polycache._breaker import Breaker
 from polycache._config import UNSET, Duration, Settings, Unset, duration, resolve_settings
 from polycache._contracts import Backend, Entry, LoaderFunction
 from polycache._errors import ConfigurationError, SourceNotFound
 from polycache._loading import Batch, Loading, LoopState
-from polycache._observe import LookupOutcome, Observer, Observers
+from polycache._observe import BreakerState, LookupOutcome, Observer, Observers
 from polycache._policy import Policy
 from polycache._registry import backend_from_url
 from polycache._routing import LoaderTable, Route, zero_argument_route
 from polycache._serializers import Serializer, serializer_from
 from polycache._stats import Counters, Stats
-from polycache._storage import MemoryStorage, storage_for
+from polycache._storage import MemoryStorage, RemoteStorage, storage_for
 from polycache.backends.memory import NEGATIVE, Record
 
 __all__ = ["Cache", "Stats"]
@@ -96,6 +97,10 @@ class Cache:
             that a hot key is reloaded before anyone has to wait for it.
         observers: Objects told what the cache does (`polycache.Observer`): OpenTelemetry,
             CloudWatch metrics, your own. With none, nothing is measured.
+        breaker_threshold: Consecutive failures or timeouts of a remote backend after which its
+            calls are skipped (a miss, in microseconds) for `breaker_cooldown` seconds; then one
+            probe call decides whether it is back. `0` turns the breaker off.
+        breaker_cooldown: Seconds the breaker stays open before its probe.
         serializer: For backends that store bytes: `"json"` (default), `"pickle"` (only for a
             cache whose writers you trust), or an object with `dumps` and `loads`.
         fail_open: If True (default), a failing or slow backend counts as a miss and values come
@@ -123,6 +128,8 @@ class Cache:
         ttl_jitter: float | None = None,
         early_refresh: bool = False,
         observers: Iterable[Observer] = (),
+        breaker_threshold: int = 5,
+        breaker_cooldown: Duration = 5.0,
         serializer: str | Serializer | None = None,
         fail_open: bool = True,
         disabled: bool | None = None,
@@ -188,6 +195,17 @@ class Cache:
         )
         self._loaders = LoaderTable(self._policy)
         self._loading = Loading(self._storage, self._counters, self._clock)
+        if (
+            isinstance(breaker_threshold, bool)
+            or not isinstance(breaker_threshold, int)
+            or breaker_threshold < 0
+        ):
+            raise ConfigurationError(
+                f"breaker_threshold must be an int >= 0 (0 turns it off), got {breaker_threshold!r}"
+            )
+        cooldown = duration(breaker_cooldown, name="breaker_cooldown", allow_zero=False)
+        if breaker_threshold and isinstance(self._storage, RemoteStorage):
+            self._storage.breaker = Breaker(breaker_threshold, cooldown, self._breaker_changed)
         self._observers: Observers | None = None
         self._reported_hits = 0
         if not isinstance(observers, Iterable):
@@ -248,8 +266,16 @@ class Cache:
 
     @property
     def stats(self) -> Stats:
-        """A snapshot of the counters."""
-        return self._counters.snapshot(self._hits)
+        """A snapshot of the counters, and the state of the backend's circuit breaker."""
+        breaker = getattr(self._storage, "breaker", None)
+        return self._counters.snapshot(self._hits, "closed" if breaker is None else breaker.state)
+
+    def _breaker_changed(self, state: BreakerState) -> None:
+        log = logger.info if state == "closed" else logger.warning
+        log("polycache: the circuit breaker of %r is now %s", self._backend, state)
+        if self._observers is not None:
+            self.report()
+            self._observers.breaker(state)
 
     def report(self) -> None:
         """Hand the fresh hits counted since the last report to the observers, as one count.

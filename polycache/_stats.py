@@ -19,6 +19,9 @@ class Stats:
         load_errors: Loads that failed (whether or not a stale value stood in).
         load_timeouts: Loads cancelled for running past `load_timeout` (also load errors).
         backend_errors: Backend operations that failed or timed out.
+        backend_skipped: Backend operations not made because the backend's circuit was open.
+        breaker: The backend's circuit breaker: `closed`, `open` or `half_open` (always
+            `closed` for the memory backend).
         uncached: Loaded values returned to the caller but too large or not serializable to store.
     """
 
@@ -29,7 +32,9 @@ class Stats:
     load_errors: int = 0
     load_timeouts: int = 0
     backend_errors: int = 0
+    backend_skipped: int = 0
     uncached: int = 0
+    breaker: str = "closed"
 
 
 class Counters:
@@ -37,6 +42,7 @@ class Counters:
 
     __slots__ = (
         "backend_errors",
+        "backend_skipped",
         "load_errors",
         "load_timeouts",
         "loads",
@@ -48,9 +54,10 @@ class Counters:
     def __init__(self) -> None:
         self.misses = self.stale_hits = self.loads = 0
         self.load_errors = self.load_timeouts = self.backend_errors = self.uncached = 0
+        self.backend_skipped = 0
 
-    def snapshot(self, hits: int) -> Stats:
-        """A `Stats` of these counters and `hits`."""
+    def snapshot(self, hits: int, breaker: str = "closed") -> Stats:
+        """A `Stats` of these counters, `hits` and the breaker's state."""
         return Stats(
             hits=hits,
             misses=self.misses,
@@ -59,5 +66,7 @@ class Counters:
             load_errors=self.load_errors,
             load_timeouts=self.load_timeouts,
             backend_errors=self.backend_errors,
+            backend_skipped=self.backend_skipped,
             uncached=self.uncached,
+            breaker=breaker,
         )

@@ -12,9 +12,10 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from polycache._breaker import Breaker
 from polycache._contracts import Backend, BatchBackend, ClearableBackend, Entry
 from polycache._errors import (
     BackendError,
@@ -128,6 +129,7 @@ class RemoteStorage:
 
     __slots__ = (
         "backend",
+        "breaker",
         "clock",
         "counters",
         "fail_open",
@@ -165,6 +167,7 @@ class RemoteStorage:
         # key -> monotonic time until which its reads are skipped
         self.timed_out: dict[str, float] = {}
         self.observers: Observers | None = None
+        self.breaker: Breaker | None = None
 
     # -- reads
 
@@ -179,7 +182,7 @@ class RemoteStorage:
         return await reads.run(key, lambda: self._read(key))
 
     async def _read(self, key: str) -> Entry | None:
-        stored: Entry | None = await self.call("get", key, self.backend.get(key))
+        stored: Entry | None = await self.call("get", key, lambda: self.backend.get(key))
         return self.deserialize(key, stored)
 
     async def read_many(
@@ -189,7 +192,7 @@ class RemoteStorage:
         backend = self.backend
         if len(keys) < 2 or not isinstance(backend, BatchBackend):
             return list(await asyncio.gather(*(self.read(key, reads) for key in keys)))
-        stored = await self.call("get_many", keys[0], backend.get_many(list(keys)))
+        stored = await self.call("get_many", keys[0], lambda: backend.get_many(list(keys)))
         if stored is None:
             return [None] * len(keys)
         return [self.deserialize(key, entry) for key, entry in zip(keys, stored, strict=True)]
@@ -239,7 +242,7 @@ class RemoteStorage:
     async def write(self, key: str, entry: Entry) -> None:
         """Store `entry` (a `set`): an unstorable value raises before anything is sent."""
         stored = self.serialize(key, entry)
-        await self.call("set", key, self.backend.set(key, stored))
+        await self.call("set", key, lambda: self.backend.set(key, stored))
 
     async def store(self, key: str, entry: Entry) -> None:
         """Store a loaded entry: an unstorable value is counted and logged, not raised."""
@@ -251,7 +254,7 @@ class RemoteStorage:
             return
         if entry.expires_at <= self.clock():
             return
-        await self.call("set", key, self.backend.set(key, stored))
+        await self.call("set", key, lambda: self.backend.set(key, stored))
 
     async def write_many(self, entries: Mapping[str, Entry]) -> None:
         """Store several entries (a `set_many`): every value is serialized before any is sent."""
@@ -261,18 +264,18 @@ class RemoteStorage:
         backend = self.backend
         first = next(iter(stored))
         if isinstance(backend, BatchBackend):
-            await self.call("set_many", first, backend.set_many(stored))
+            await self.call("set_many", first, lambda: backend.set_many(stored))
         else:
             await self.call(
                 "set_many",
                 first,
-                asyncio.gather(*(backend.set(key, entry) for key, entry in stored.items())),
+                lambda: asyncio.gather(*(backend.set(key, entry) for key, entry in stored.items())),
             )
 
     async def delete(self, key: str) -> None:
         """Forget `key`."""
         self.timed_out.pop(key, None)
-        await self.call("delete", key, self.backend.delete(key))
+        await self.call("delete", key, lambda: self.backend.delete(key))
 
     async def delete_many(self, keys: Sequence[str]) -> None:
         """Forget several keys."""
@@ -280,10 +283,12 @@ class RemoteStorage:
             return
         backend = self.backend
         if isinstance(backend, BatchBackend):
-            await self.call("delete_many", keys[0], backend.delete_many(list(keys)))
+            await self.call("delete_many", keys[0], lambda: backend.delete_many(list(keys)))
         else:
             await self.call(
-                "delete_many", keys[0], asyncio.gather(*(backend.delete(key) for key in keys))
+                "delete_many",
+                keys[0],
+                lambda: asyncio.gather(*(backend.delete(key) for key in keys)),
             )
 
     async def clear(self) -> None:
@@ -298,7 +303,7 @@ class RemoteStorage:
                 f"{type(backend).__name__} cannot clear: it does not implement "
                 "ClearableBackend.clear"
             )
-        await self.call("clear", "*", backend.clear())
+        await self.call("clear", "*", backend.clear)
 
     async def aclose(self) -> None:
         """Release the backend's connections."""
@@ -306,19 +311,24 @@ class RemoteStorage:
 
     # -- every backend call goes through here
 
-    async def call(self, operation: str, key: str, call: Awaitable[Any]) -> Any:
-        """Await `call` within the backend timeout; a failure is a miss when failing open.
+    async def call(self, operation: str, key: str, make: Callable[[], Awaitable[Any]]) -> Any:
+        """Await `make()` within the backend timeout; a failure is a miss when failing open.
+
+        While the backend's circuit breaker is open the call is not made at all.
 
         Raises:
-            BackendError: The call failed and the cache does not fail open.
+            BackendError: The call failed (or was skipped) and the cache does not fail open.
             BackendTimeout: The call took longer than the timeout, likewise.
             ConfigurationError: The backend is misconfigured (never hidden as a miss).
             SerializationError: The value cannot be stored (never hidden as a miss).
         """
+        breaker = self.breaker
+        if breaker is not None and not breaker.allow():
+            return self._skipped_call(operation, key)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout):
-                result = await call
+                result = await make()
         except (ConfigurationError, SerializationError):
             # A misconfigured backend or an unstorable value is not an outage: failing open
             # would hide it behind a miss on every call.
@@ -336,24 +346,40 @@ class RemoteStorage:
             error = BackendError(f"backend {operation} of {key!r} failed: {type(exc).__name__}")
             cause = exc
         else:
+            if breaker is not None:
+                breaker.succeeded()
             if self.observers is not None:
                 self.observers.backend_call(operation, time.perf_counter() - started, "ok")
             return result
+        if breaker is not None:
+            breaker.failed()
+        timed_out = isinstance(error, TimeoutError)
         if self.observers is not None:
-            outcome: BackendOutcome = "timeout" if isinstance(error, TimeoutError) else "error"
+            outcome: BackendOutcome = "timeout" if timed_out else "error"
             self.observers.backend_call(operation, time.perf_counter() - started, outcome)
         self.counters.backend_errors += 1
-        if isinstance(error, TimeoutError) and operation == "get":
-            timed_out = self.timed_out
-            if len(timed_out) >= _TIMED_OUT_KEYS_LIMIT:
-                timed_out.clear()
-            timed_out[key] = time.monotonic() + self.timeout
+        if timed_out and operation == "get":
+            skipped = self.timed_out
+            if len(skipped) >= _TIMED_OUT_KEYS_LIMIT:
+                skipped.clear()
+            skipped[key] = time.monotonic() + self.timeout
         if not self.fail_open:
             if error is cause:
                 raise error
             raise error from cause
         logger.warning("polycache: %s; treating it as a miss", error)
         return None
+
+    def _skipped_call(self, operation: str, key: str) -> None:
+        self.counters.backend_skipped += 1
+        if self.observers is not None:
+            self.observers.backend_call(operation, 0.0, "skipped")
+        if not self.fail_open:
+            raise BackendError(
+                f"backend {operation} of {key!r} skipped: the backend failed "
+                f"{self.breaker.threshold if self.breaker else 0} times in a row and its circuit "
+                "is open"
+            )
 
 
 def storage_for(
