@@ -46,6 +46,8 @@ from polycache.backends.memory import (
 __all__ = ["Cache", "Stats"]
 
 if TYPE_CHECKING:
+    from polycache._memoize import Memoizer
+    from polycache._sync import SyncCache
     from polycache.backends.near import NearCacheBackend
 
 logger = logging.getLogger("polycache")
@@ -1081,6 +1083,49 @@ class Cache:
             raise error from cause
         logger.warning("polycache: %s; treating it as a miss", error)
         return None
+
+    # -- memoized functions and sync code (polycache._memoize, polycache._sync) --------------
+
+    def cached(
+        self,
+        *,
+        ttl: Duration | None = None,
+        stale_ttl: Duration | None = None,
+        key: str | None = None,
+    ) -> Memoizer:
+        """Memoize an `async def` function in this cache; its arguments make the key.
+
+        Example:
+            ```python
+            @cache.cached(ttl=60, key="user:{user_id}")
+            async def get_user(user_id: int) -> dict: ...
+
+            await get_user(42)             # calls get_user on a miss, like get_or_load
+            await get_user.invalidate(42)  # also .refresh(42) and .key(42) == "user:42"
+            ```
+
+        Args:
+            ttl: Fresh seconds for its entries (default: the cache's).
+            stale_ttl: Stale-while-revalidate seconds for its entries (default: the cache's).
+            key: A template formatted with the call's arguments by parameter name, defaults
+                applied (`"user:{user_id}"`, `"{self.tenant}:{name}"`). Default:
+                `"{module}.{qualname}:"` and the arguments as compact JSON, a method's `self`
+                or `cls` left out.
+
+        Raises:
+            ConfigurationError: A bad duration or template; when applied, a function that is
+                not `async def` or a template naming no parameter of it.
+        """
+        from polycache._memoize import Memoizer
+
+        return Memoizer(self, ttl=ttl, stale_ttl=stale_ttl, key=key)
+
+    @functools.cached_property
+    def sync(self) -> SyncCache:
+        """This cache for sync code: `cache.sync.get(key)`, on `lambda_handler`'s event loop."""
+        from polycache._sync import SyncCache
+
+        return SyncCache(self)
 
 
 class _ZeroArgumentLoader:
