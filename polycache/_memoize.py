@@ -8,12 +8,13 @@ stale-if-error, negative caching) is `get_or_load`'s.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json.encoder
 import math
 import string
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Concatenate, Final, Generic, ParamSpec, TypeVar, overload
 
 from polycache._config import Duration, duration
@@ -287,6 +288,11 @@ class Cached(Generic[P, R]):
         ```
     """
 
+    # Copied from the function by functools.update_wrapper.
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[..., Awaitable[R]]
+
     def __init__(
         self,
         cache: Cache,
@@ -342,14 +348,15 @@ class Cached(Generic[P, R]):
         return self._refresh(self._key(args, kwargs), args, kwargs)
 
     async def _refresh(self, key: str, args: Any, kwargs: Any) -> R:
-        value: R = await self._cache.refresh(key, functools.partial(self._function, *args, **kwargs))
+        value: R = await self._cache.refresh(
+            key, functools.partial(self._function, *args, **kwargs)
+        )
         if self._ttl is not None or self._stale_ttl is not None:
             # Cache.refresh stores with the cache's own durations: store again with this
             # function's.
-            try:
+            # A value too large to store was already counted and logged as uncached.
+            with contextlib.suppress(SerializationError):
                 await self._cache.set(key, value, ttl=self._ttl, stale_ttl=self._stale_ttl)
-            except SerializationError:
-                pass  # refresh already counted and logged it as uncached
         return value
 
     @overload
