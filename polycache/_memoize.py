@@ -257,9 +257,26 @@ def _template_key(template: str, signature: _Signature) -> KeyFunction:
         )
     positional = "".join(pieces)
     bind = signature.bind
+    exact = signature.exact
+    # The commonest template, one bare field ("user:{user_id}"), for the commonest call (every
+    # argument positional): an f-string, no str.format.
+    fields = [item for item in parsed if item[1] is not None]
+    bare = (
+        len(fields) == 1
+        and exact >= 0
+        and fields[0][1] in signature.names  # a name alone: no attribute, no index
+        and not fields[0][2]
+        and not fields[0][3]
+    )
+    single = signature.names.index(fields[0][1]) if bare else -1
+    before = fields[0][0] if bare else ""
+    after = "".join(literal for literal, field, _, _ in parsed if field is None) if bare else ""
 
     def key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        values = bind(args, kwargs)
+        if single >= 0 and not kwargs and len(args) == exact:
+            # What str.format does for a bare field: format(value, "").
+            return f"{before}{args[single]}{after}"
+        values = args if not kwargs and len(args) == exact else bind(args, kwargs)
         try:
             return positional.format(*values)
         except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:

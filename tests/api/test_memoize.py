@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import json
 import os
@@ -169,6 +170,20 @@ async def test_a_key_template_is_formatted_with_the_arguments_by_name() -> None:
     assert await lookup(42, [7]) == await lookup(user_id=42, scores=[7, 8])
     assert source.calls == [(42, "en")]
     assert await cache.get("user:42:en:007") == "(42, 'en')#1"
+
+
+def test_a_one_field_template_formats_alike_however_the_call_passes_it() -> None:
+    cache = Cache()
+
+    class Tier(enum.Enum):
+        GOLD = "gold"
+
+    @cache.cached(key="user:{user_id}!")
+    async def lookup(user_id: object, lang: str = "en") -> object:
+        return user_id
+
+    for value in (42, "ada", 2.5, Tier.GOLD, None, (1, "a")):
+        assert lookup.key(value) == lookup.key(user_id=value) == f"user:{value}!"
 
 
 @pytest.mark.parametrize(
