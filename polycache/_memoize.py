@@ -151,7 +151,14 @@ class _Signature:
 
 
 def _default_key(function: Callable[..., Any], signature: _Signature, skip: int) -> KeyFunction:
-    prefix = f"{function.__module__}.{function.__qualname__}:"
+    module = getattr(function, "__module__", None)
+    qualname = getattr(function, "__qualname__", None)
+    if not module or not qualname:
+        raise ConfigurationError(
+            f"cache.cached: {function!r} has no module and qualified name to make its default "
+            "key from (a functools.partial?); pass key='...' naming its parameters"
+        )
+    prefix = f"{module}.{qualname}:"
     bind = signature.bind
     # A call passing every parameter positionally needs no binding at all.
     exact = signature.exact
@@ -165,10 +172,14 @@ def _default_key(function: Callable[..., Any], signature: _Signature, skip: int)
         if single >= 0 and not kwargs and len(args) == exact:
             value = args[single]
             kind = type(value)
-            if kind is int:
-                return head + _int_repr(value) + "]"
             if kind is str:
                 return head + _encode_str(value) + "]"
+            if kind is int:
+                # Not contextlib.suppress: that is an object per call, on the hit path.
+                try:
+                    return head + _int_repr(value) + "]"
+                except ValueError:
+                    pass  # too long for str(): named by the general path below
         values = args if not kwargs and len(args) == exact else bind(args, kwargs)
         if skip:
             values = values[1:]
@@ -185,9 +196,9 @@ def _default_key(function: Callable[..., Any], signature: _Signature, skip: int)
                     parts.append(_encode(value))
         except _Unencodable as exc:
             raise _unencodable_error(signature, values, skip, exc.value) from None
-        except ValueError as exc:  # an int too long for str(), a list that contains itself
+        except (RecursionError, ValueError) as exc:  # a list inside itself, a 5000-digit int
             raise ConfigurationError(
-                f"cannot make a cache key for {signature.name}(): {exc}"
+                f"cannot make a cache key for {signature.name}(): {type(exc).__name__}: {exc}"
             ) from None
         return head + ",".join(parts) + "]"
 
@@ -216,7 +227,7 @@ def _unencodable_error(
 def _encodable(value: object) -> bool:
     try:
         _encode(value)
-    except (_Unencodable, ValueError):
+    except (_Unencodable, RecursionError, ValueError):
         return False
     return True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import inspect
 import json
 import os
@@ -142,6 +143,34 @@ def test_an_unencodable_argument_is_refused_at_the_call(argument: Any, named: st
     with pytest.raises(ConfigurationError, match="argument 'extra'"):
         lookup.key(1, extra=argument)
     assert source.calls == []
+
+
+def test_arguments_json_cannot_encode_are_refused_too() -> None:
+    cache = Cache()
+
+    @cache.cached()
+    async def lookup(value: Any) -> Any:
+        return value
+
+    looped: list[Any] = []
+    looped.append(looped)
+    with pytest.raises(ConfigurationError, match="RecursionError"):
+        lookup(looped)
+    with pytest.raises(ConfigurationError, match="ValueError"):
+        lookup(10**5000)
+
+
+async def test_a_partial_needs_a_template() -> None:
+    cache = Cache()
+
+    async def lookup(region: str, user_id: int) -> str:
+        return f"{region}/{user_id}"
+
+    with pytest.raises(ConfigurationError, match="pass key="):
+        cache.cached()(functools.partial(lookup, "eu"))
+    memoized = cache.cached(key="eu:{user_id}")(functools.partial(lookup, "eu"))
+    assert memoized.key(7) == "eu:7"
+    assert await memoized(7) == "eu/7"
 
 
 def test_a_call_that_does_not_fit_the_signature_is_a_type_error_naming_the_function() -> None:
