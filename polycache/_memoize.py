@@ -430,15 +430,7 @@ class _BoundCached(Cached[P, R]):
         return f"<bound cached {self._parent._function.__qualname__} of {self._instance!r}>"
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
-        parent = self._parent
-        bound = (self._instance, *args)
-        awaitable: Awaitable[R] = parent._get_or_load(
-            parent._key(bound, kwargs),
-            functools.partial(parent._function, *bound, **kwargs),
-            ttl=parent._ttl,
-            stale_ttl=parent._stale_ttl,
-        )
-        return awaitable
+        return self._parent(self._instance, *args, **kwargs)
 
     def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """The cache key a call with these arguments reads and writes."""
