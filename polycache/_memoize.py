@@ -37,6 +37,7 @@ KeyFunction = Callable[[tuple[Any, ...], dict[str, Any]], str]
 _encode_str: Final[Callable[[str], str]] = json.encoder.encode_basestring
 _int_repr: Final = int.__repr__
 _float_repr: Final = float.__repr__
+_partial: Final = functools.partial
 
 # Parameter names that make a function a method: its first argument is not part of the
 # default key (an object has no encoding that is the same in every process; a template can name
@@ -172,12 +173,13 @@ def _default_key(function: Callable[..., Any], signature: _Signature, skip: int)
         if single >= 0 and not kwargs and len(args) == exact:
             value = args[single]
             kind = type(value)
+            # f-strings: one allocation, where each + is one.
             if kind is str:
-                return head + _encode_str(value) + "]"
+                return f"{head}{_encode_str(value)}]"
             if kind is int:
                 # Not contextlib.suppress: that is an object per call, on the hit path.
                 try:
-                    return head + _int_repr(value) + "]"
+                    return f"{head}{_int_repr(value)}]"
                 except ValueError:
                     pass  # too long for str(): named by the general path below
         values = args if not kwargs and len(args) == exact else bind(args, kwargs)
@@ -200,7 +202,7 @@ def _default_key(function: Callable[..., Any], signature: _Signature, skip: int)
             raise ConfigurationError(
                 f"cannot make a cache key for {signature.name}(): {type(exc).__name__}: {exc}"
             ) from None
-        return head + ",".join(parts) + "]"
+        return f"{head}{','.join(parts)}]"
 
     return key
 
@@ -350,7 +352,10 @@ class Cached(Generic[P, R]):
         """
         awaitable: Awaitable[R] = self._get_or_load(
             self._key(args, kwargs),
-            functools.partial(self._function, *args, **kwargs),
+            # Without keywords, no `**{}`: partial would copy the empty dict (a third of it).
+            _partial(self._function, *args, **kwargs)
+            if kwargs
+            else _partial(self._function, *args),
             ttl=self._ttl,
             stale_ttl=self._stale_ttl,
         )
