@@ -57,8 +57,8 @@ class SyncCache:
 
     def __init__(self, cache: Cache) -> None:
         self._cache = cache
-        # A memory read completes without touching the loop: such reads are tried without
-        # running it (see _run).
+        # A memory hit, set or delete completes without touching the loop: these are tried
+        # without running it (see _run).
         self._fast = isinstance(cache.backend, MemoryBackend)
 
     def __repr__(self) -> str:
@@ -74,7 +74,7 @@ class SyncCache:
         """`await cache.get_many(keys, ...)`, from sync code: the keys load concurrently."""
         result: dict[str, Any] = _run(
             "get_many",
-            self._fast,
+            False,  # it always uses the loop
             self._cache.get_many,
             keys,
             default,
@@ -114,11 +114,11 @@ class SyncCache:
         stale_ttl: Duration | None = None,
     ) -> None:
         """`await cache.set(key, value, ...)`, from sync code."""
-        _run("set", False, self._cache.set, key, value, ttl=ttl, stale_ttl=stale_ttl)
+        _run("set", self._fast, self._cache.set, key, value, ttl=ttl, stale_ttl=stale_ttl)
 
     def delete(self, key: str) -> None:
         """`await cache.delete(key)`, from sync code."""
-        _run("delete", False, self._cache.delete, key)
+        _run("delete", self._fast, self._cache.delete, key)
 
 
 def _run(

@@ -37,12 +37,16 @@ def test_every_operation_works_from_sync_code() -> None:
         await asyncio.sleep(0)
         return "loaded"
 
+    assert cache.sync.get_many(key for key in ("item:x", "item:z")) == {
+        "item:x": "x#1",
+        "item:z": "z#3",
+    }
     assert cache.sync.get_or_load("other", load, ttl=5) == "loaded"
     assert cache.sync.get_or_load("other", load) == "loaded"
-    assert cache.sync.refresh("item:x") == "x#3"
+    assert cache.sync.refresh("item:x") == "x#4"
     cache.sync.delete("plain")
     assert cache.sync.get("plain") is None
-    assert loader.calls == ["x", "y", "x"]
+    assert loader.calls == ["x", "y", "z", "x"]
     assert "SyncCache(Cache(" in repr(cache.sync)
 
 
@@ -103,6 +107,28 @@ def test_a_background_refresh_continues_in_the_next_sync_call() -> None:
     assert cache.sync.get("item:x") == "x#1"  # still stale; the refresh completes meanwhile
     assert cache.sync.get("item:x") == "x#2"
     assert cache.stats.loads == 2
+
+
+def test_a_sync_set_wins_over_a_refresh_that_was_running() -> None:
+    clock = FakeClock()
+    cache = Cache(ttl=1, stale_ttl=60, clock=clock)
+    loader = CountingLoader(delay=0.02)
+    cache.register_loader("item", loader)
+
+    cache.sync.get("item:x")
+    clock.advance(2)
+    assert cache.sync.get("item:x") == "x#1"  # stale: a refresh starts
+    cache.sync.set("item:x", "manual")
+
+    @polycache.lambda_handler
+    async def handler(event: object, context: object) -> None:
+        await asyncio.sleep(0.05)  # the refresh ends, and must not store over the set
+
+    handler({}, None)
+    assert loader.calls == ["x", "x"]
+    assert cache.sync.get("item:x") == "manual"
+    cache.sync.delete("item:x")
+    assert cache.sync.get("item:x") == "x#3"
 
 
 def test_a_background_refresh_continues_in_the_next_lambda_handler_invocation() -> None:
