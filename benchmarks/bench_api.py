@@ -56,6 +56,10 @@ async def memoized_contenders() -> dict[str, Operation]:
         async def lookup(self, name: str) -> bytes:
             return VALUE
 
+        @alru_cache(maxsize=10_000, ttl=300)
+        async def lru_lookup(self, name: str) -> bytes:
+            return VALUE
+
     repository = Repository()
 
     @alru_cache(maxsize=10_000, ttl=300)
@@ -79,6 +83,7 @@ async def memoized_contenders() -> dict[str, Operation]:
         "polycache @cache.cached (default key)": polycache_default,
         "polycache @cache.cached(key=template)": polycache_template,
         "polycache @cache.cached method": repository.lookup,
+        "async-lru @alru_cache method": repository.lru_lookup,
         "cashews @cache(ttl=...)": cashews_cache,
         "aiocache @cached(ttl=...)": aiocache,
     }

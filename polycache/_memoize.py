@@ -168,14 +168,16 @@ def _default_key(function: Callable[..., Any], signature: _Signature, skip: int)
     # The index of the one argument in the key, for the commonest call: one argument
     # (after self), passed positionally.
     single = skip if exact == skip + 1 else -1
+    single_count = exact if single >= 0 else -1
+    encode_str = _encode_str
 
     def key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        if single >= 0 and not kwargs and len(args) == exact:
+        if len(args) == single_count and not kwargs:
             value = args[single]
             kind = type(value)
             # f-strings: one allocation, where each + is one.
             if kind is str:
-                return f"{head}{_encode_str(value)}]"
+                return f"{head}{encode_str(value)}]"
             if kind is int:
                 # Not contextlib.suppress: that is an object per call, on the hit path.
                 try:
