@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import polycache
-from polycache import Cache, ConfigurationError, LoaderError, SourceNotFound
+from polycache import Backend, Cache, ConfigurationError, LoaderError, SourceNotFound
 from tests.conftest import FakeClock
 from tests.core.fakes import BytesBackend, CountingLoader
 
@@ -226,6 +226,40 @@ def test_a_remote_backend_works_through_the_loop() -> None:
     assert ("get", "k") in backend.calls
     cache.sync.delete("k")
     assert cache.sync.get("k") is None
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("extension", marks=pytest.mark.extension),
+        pytest.param("momento", marks=pytest.mark.momento),
+    ]
+)
+def remote_backend(request: pytest.FixtureRequest) -> Backend:
+    backend: Backend = request.getfixturevalue(f"{request.param}_backend")
+    return backend
+
+
+def test_the_real_remote_backends_work_from_sync_code(remote_backend: Backend) -> None:
+    cache = Cache(remote_backend)
+
+    async def load() -> dict[str, int]:
+        return {"n": 1}
+
+    # The first operation in a process builds the client (and imports the SDK) inside the
+    # backend timeout; on a loaded machine it may be slow. The operations after it are checked.
+    cache.sync.get("sync:warm-up")
+    errors = cache.stats.backend_errors
+    cache.sync.set("sync:k", "v")
+    assert cache.sync.get("sync:k") == "v"
+    assert cache.sync.get_or_load("sync:loaded", load) == {"n": 1}
+    assert cache.sync.get_many(["sync:k", "sync:loaded", "sync:none"]) == {
+        "sync:k": "v",
+        "sync:loaded": {"n": 1},
+        "sync:none": None,
+    }
+    cache.sync.delete("sync:k")
+    assert cache.sync.get("sync:k", "gone") == "gone"
+    assert cache.stats.backend_errors == errors
 
 
 # -- refusals, never a deadlock ---------------------------------------------------------------
