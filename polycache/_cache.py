@@ -11,13 +11,14 @@ a helper call would cost about a third of a hit.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from polycache._breaker import Breaker
 from polycache._config import UNSET, Duration, Settings, Unset, duration, resolve_settings
@@ -32,6 +33,10 @@ from polycache._serializers import Serializer, serializer_from
 from polycache._stats import Counters, Stats
 from polycache._storage import MemoryStorage, RemoteStorage, storage_for
 from polycache.backends.memory import NEGATIVE, Record
+
+if TYPE_CHECKING:
+    from polycache._memoize import Memoizer
+    from polycache._sync import SyncCache
 
 __all__ = ["Cache", "Stats"]
 
@@ -896,3 +901,46 @@ class Cache:
             # The load failed and the previous value stood in for it.
             counters.stale_hits += 1
         return result
+
+    # -- other ways in ------------------------------------------------------------------------
+
+    def cached(
+        self,
+        *,
+        ttl: Duration | None = None,
+        stale_ttl: Duration | None = None,
+        key: str | None = None,
+    ) -> Memoizer:
+        """Memoize an `async def` function in this cache; its arguments make the key.
+
+        Example:
+            ```python
+            @cache.cached(ttl=60, key="user:{user_id}")
+            async def get_user(user_id: int) -> dict: ...
+
+            await get_user(42)             # calls get_user on a miss, like get_or_load
+            await get_user.invalidate(42)  # also .refresh(42) and .key(42) == "user:42"
+            ```
+
+        Args:
+            ttl: Fresh seconds for its entries (default: the cache's).
+            stale_ttl: Stale-while-revalidate seconds for its entries (default: the cache's).
+            key: A template formatted with the call's arguments by parameter name, defaults
+                applied (`"user:{user_id}"`, `"{self.tenant}:{name}"`). Default:
+                `"{module}.{qualname}:"` and the arguments as compact JSON, a method's `self`
+                or `cls` left out.
+
+        Raises:
+            ConfigurationError: A bad duration or template; when applied, a function that is
+                not `async def` or a template naming no parameter of it.
+        """
+        from polycache._memoize import Memoizer
+
+        return Memoizer(self, ttl=ttl, stale_ttl=stale_ttl, key=key)
+
+    @functools.cached_property
+    def sync(self) -> SyncCache:
+        """This cache for sync code: `cache.sync.get(key)`, on `lambda_handler`'s event loop."""
+        from polycache._sync import SyncCache
+
+        return SyncCache(self)

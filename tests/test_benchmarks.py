@@ -29,6 +29,15 @@ EXPECTED = {
         "lambda-cache",
         "loader calls per stampede: 1",
     ],
+    "bench_api": [
+        "## memoized call, hit",
+        "## sync bridge, hit",
+        "polycache @cache.cached (default key)",
+        "async-lru @alru_cache",
+        "cashews @cache",
+        "polycache cache.sync.get",
+        "Powertools get_parameter (warm)",
+    ],
     "bench_aws": [
         "polycache",
         "powertools parameters",
