@@ -96,6 +96,12 @@ def run_on_environment_loop(
         )
     try:
         loop = _environment_loop()
+        if loop.is_running():
+            raise ConfigurationError(
+                f"{name} was called from a second thread while the execution environment's "
+                "event loop runs in another; from a worker thread of async code use "
+                "asyncio.run_coroutine_threadsafe(...)"
+            )
         asyncio.set_event_loop(loop)
         return loop.run_until_complete(coroutine_function(*args, **kwargs))
     finally:

@@ -9,13 +9,12 @@ the next `lambda_handler` invocation.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from polycache._config import Duration
 from polycache._errors import ConfigurationError
-from polycache._lambda import _environment_loop
+from polycache._lambda import run_on_environment_loop
 from polycache.backends.memory import MemoryBackend
 
 if TYPE_CHECKING:
@@ -30,7 +29,6 @@ _get_running_loop: Final = asyncio._get_running_loop
 # One thread at a time runs the environment's loop through the bridge. A second thread is
 # refused rather than made to wait: it could be the very thread the first one's loader waits
 # for (asyncio.to_thread), and waiting would then never end.
-_lock: Final = threading.Lock()
 
 
 class SyncCache:
@@ -135,35 +133,23 @@ def _run(
             f"cache.sync.{name}() was called from code running in an event loop, which it "
             f"would have to block; in async code use await cache.{name}(...)"
         )
-    loop = _environment_loop()
-    if not _lock.acquire(blocking=False):
-        raise ConfigurationError(
-            f"cache.sync.{name}(): another thread is using polycache's event loop; sync calls "
-            "run one thread at a time (fetch several keys at once with cache.sync.get_many)"
-        )
+    if fast:
+        # A fresh hit in memory never touches the event loop, and running the loop costs
+        # more than the hit (two selector polls). So the coroutine is first stepped with no
+        # loop running: a hit returns at once; anything else asks for the running loop before
+        # it has changed anything, gets RuntimeError, and is run on the loop.
+        coroutine = operation(*args, **kwargs)
+        try:
+            coroutine.send(None)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        except RuntimeError:
+            coroutine.close()
+        else:  # pragma: no cover - a memory read that awaited with no loop: a core change
+            coroutine.close()
+            raise AssertionError(f"cache.{name} awaited with no event loop running")
     try:
-        if loop.is_running():
-            raise ConfigurationError(
-                f"cache.sync.{name}(): polycache's event loop is running in another thread "
-                "(an async handler); from a worker thread of async code use "
-                f"asyncio.run_coroutine_threadsafe(cache.{name}(...), loop)"
-            )
-        if fast:
-            # A fresh hit in memory never touches the event loop, and running the loop costs
-            # more than the hit (two selector polls). So the coroutine is first stepped with
-            # no loop running: a hit returns at once; anything else asks for the running loop
-            # before it has changed anything, gets RuntimeError, and is run on the loop.
-            coroutine = operation(*args, **kwargs)
-            try:
-                coroutine.send(None)
-            except StopIteration as stop:
-                result: T = stop.value
-                return result
-            except RuntimeError:
-                pass
-            else:  # pragma: no cover - a memory read that awaited with no loop: a core change
-                coroutine.close()
-                raise AssertionError(f"cache.{name} awaited with no event loop running")
-        return loop.run_until_complete(operation(*args, **kwargs))
-    finally:
-        _lock.release()
+        return run_on_environment_loop(operation, *args, **kwargs)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"cache.sync.{name}(): {exc}") from None
