@@ -10,35 +10,46 @@ httpx is imported on first use: `import polycache` stays cheap on a cold start.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import urllib.parse
+import ssl
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from polycache import _extension_wire as wire
 from polycache._contracts import Entry
 from polycache._errors import BackendError, BackendTimeout, ConfigurationError
+from polycache._extras import require_extra
 from polycache._loop_bound import LoopBound
 from polycache._registry import parse_options, positive_int, seconds, split_url
-from polycache.backends import _extension_headers as wire
 
 if TYPE_CHECKING:
     import httpx
 
 __all__ = ["DEFAULT_MAX_ITEM_BYTES", "DEFAULT_PORT", "DEFAULT_TIMEOUT", "ExtensionBackend"]
 
-DEFAULT_PORT: Final = 4000
+DEFAULT_PORT: Final = wire.DEFAULT_PORT
 """The extension's default port (`POLYCACHE_EXTENSION_PORT`)."""
 
 DEFAULT_TIMEOUT: Final = 0.5
 """Seconds one request to the extension may take."""
 
-DEFAULT_MAX_ITEM_BYTES: Final = 1024 * 1024
+DEFAULT_MAX_ITEM_BYTES: Final = wire.DEFAULT_MAX_ITEM_BYTES
 """The extension's default limit per value (`POLYCACHE_EXTENSION_MAX_ITEM_BYTES`)."""
 
 _HOSTS: Final = frozenset({"127.0.0.1", "localhost"})
-_PATH: Final = "/v1/kv/"
-_TOKEN_HEADER: Final = "X-Aws-Parameters-Secrets-Token"  # noqa: S105 - a header name
+
+# The extension is plain HTTP on loopback: no TLS handshake ever happens. httpx would otherwise
+# build a verifying context (loading every CA certificate, ~20 ms) for each client, that is for
+# each event loop, which `asyncio.run()` per invocation pays every time. One context without
+# certificates, made once, is shared by every client; it verifies, so it could never trust.
+_no_tls: ssl.SSLContext | None = None
+
+
+def _loopback_ssl_context() -> ssl.SSLContext:
+    global _no_tls
+    if _no_tls is None:
+        _no_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return _no_tls
 
 
 class ExtensionBackend:
@@ -54,8 +65,8 @@ class ExtensionBackend:
         timeout: Seconds one request may take (connect, write and read each).
         max_item_bytes: The extension's limit per value; larger values are refused before
             they are sent.
-        token: Sent as `X-Aws-Parameters-Secrets-Token`; defaults to `AWS_SESSION_TOKEN`,
-            which the extension checks when it is set in its environment.
+        token: Sent as `X-Aws-Parameters-Secrets-Token`, which the extension checks against
+            its `AWS_SESSION_TOKEN`; `from_url` takes it from `AWS_SESSION_TOKEN`.
         transport: An `httpx.AsyncBaseTransport` to use instead of the network (tests).
 
     Example:
@@ -96,22 +107,23 @@ class ExtensionBackend:
             raise ConfigurationError(
                 f"max_item_bytes must be an int greater than 0, got {max_item_bytes!r}"
             )
-        if transport is None and importlib.util.find_spec("httpx") is None:
-            raise ConfigurationError(
-                "the extension:// backend needs its extra: pip install 'polycache[extension]' "
-                "(httpx is not installed)"
-            )
+        if transport is None:
+            require_extra("the extension:// backend", "extension", "httpx")
         self.host = host
         self.port = port
         self.timeout = float(timeout)
         self.max_item_bytes: int | None = max_item_bytes
-        self._token = token if token is not None else os.environ.get("AWS_SESSION_TOKEN") or None
+        self._token = token or None
         self._transport = transport
         self._client: LoopBound[httpx.AsyncClient] = LoopBound(self._create_client, _close_client)
 
     @classmethod
-    def from_url(cls, url: str) -> ExtensionBackend:
+    def from_url(cls, url: str, *, environ: Mapping[str, str] | None = None) -> ExtensionBackend:
         """Build from `extension://127.0.0.1:4000[?timeout=0.5&max_item_bytes=1048576]`.
+
+        Args:
+            url: The backend URL.
+            environ: Where `AWS_SESSION_TOKEN` is read from; defaults to `os.environ`.
 
         Raises:
             ConfigurationError: Another host, a bad port or path, or an unknown option.
@@ -144,6 +156,7 @@ class ExtensionBackend:
             DEFAULT_PORT if port is None else port,
             timeout=timeout,
             max_item_bytes=max_item_bytes,
+            token=(os.environ if environ is None else environ).get("AWS_SESSION_TOKEN"),
         )
 
     def __repr__(self) -> str:
@@ -158,7 +171,8 @@ class ExtensionBackend:
         if response.status_code == 404:
             return None
         self._check(response, "get", key)
-        return _entry(response.content, response.headers, key)
+        value = wire.value_from_wire(response.headers.get("Content-Type"), response.content)
+        return _entry(value, response.headers, key)
 
     async def set(self, key: str, entry: Entry) -> None:
         """Store `entry` (its value is bytes) until `entry.expires_at`."""
@@ -167,9 +181,10 @@ class ExtensionBackend:
             raise BackendError(
                 f"the extension stores bytes, got {type(value).__name__} for {key!r}"
             )
-        response = await self._send(
-            "PUT", key, content=bytes(value), headers=wire.entry_headers(entry)
-        )
+        content_type, body = wire.value_to_wire(bytes(value))
+        headers = wire.entry_headers(entry)
+        headers["Content-Type"] = content_type
+        response = await self._send("PUT", key, content=body, headers=headers)
         self._check(response, "set", key)
 
     async def delete(self, key: str) -> None:
@@ -185,7 +200,7 @@ class ExtensionBackend:
     async def _create_client(self) -> httpx.AsyncClient:
         import httpx
 
-        headers = {_TOKEN_HEADER: self._token} if self._token else {}
+        headers = {wire.TOKEN_HEADER: self._token} if self._token else {}
         return httpx.AsyncClient(
             base_url=f"http://{self.host}:{self.port}",
             headers=headers,
@@ -193,6 +208,7 @@ class ExtensionBackend:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
             # Proxies from the environment must never see loopback traffic.
             trust_env=False,
+            verify=_loopback_ssl_context(),
             transport=self._transport,
         )
 
@@ -207,8 +223,13 @@ class ExtensionBackend:
         # The one place where httpx's errors become polycache's.
         import httpx
 
+        try:
+            path = wire.KV_PATH + wire.encode_key(key)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"the extension:// backend cannot take key {key!r}: {exc}"
+            ) from None
         client = self._client.current or await self._client.get()
-        path = _PATH + urllib.parse.quote(key, safe="")
         for attempt in (1, 2):
             try:
                 return await client.request(method, path, content=content, headers=headers)

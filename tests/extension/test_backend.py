@@ -69,18 +69,42 @@ def test_cache_builds_it_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     assert cache.backend.port == 4321
 
 
-def test_the_token_defaults_to_the_session_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "from-the-environment")
-    seen: list[str | None] = []
+async def _header_seen_by_a_server(backend_url: str, environ: dict[str, str]) -> list[str]:
+    """Start a one-shot HTTP server, send one get through `from_url`, return the token seen."""
+    seen: list[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers.get("X-Aws-Parameters-Secrets-Token"))
-        return httpx.Response(404)
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        for line in head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "x-aws-parameters-secrets-token":
+                seen.append(value.strip())
+        writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
 
-    backend = ExtensionBackend(transport=httpx.MockTransport(handler))
-    assert asyncio.run(backend.get("k")) is None
-    assert seen == ["from-the-environment"]
-    assert "from-the-environment" not in repr(backend)
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    backend = ExtensionBackend.from_url(backend_url.format(port=port), environ=environ)
+    try:
+        assert await backend.get("k") is None
+        assert environ.get("AWS_SESSION_TOKEN", "unset") not in repr(backend)
+    finally:
+        await backend.aclose()
+        server.close()
+        await server.wait_closed()
+    return seen
+
+
+async def test_from_url_takes_the_token_from_the_given_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "from-os-environ")
+    environ = {"AWS_SESSION_TOKEN": "from-the-environment"}
+    assert await _header_seen_by_a_server("extension://127.0.0.1:{port}", environ) == [
+        "from-the-environment"
+    ]
+    assert await _header_seen_by_a_server("extension://127.0.0.1:{port}", {}) == []
 
 
 # -- errors, translated in one place -------------------------------------------------------------
