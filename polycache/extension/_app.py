@@ -416,7 +416,12 @@ def create_app(
         "/health": {"GET": _health},
         "/ping": {"GET": _health},
         "/v1/kv": {"DELETE": _delete_all},
-        wire.KV_PATH + "{key:.+}": {"GET": _get_value, "PUT": _put_value, "DELETE": _delete_value},
+        # Any character, newlines included: the key is taken from the raw path, not from here.
+        wire.KV_PATH + "{key:[\\s\\S]+}": {
+            "GET": _get_value,
+            "PUT": _put_value,
+            "DELETE": _delete_value,
+        },
         "/parameters": {"GET": _parameters},
         "/dynamodb": {"GET": _dynamodb},
         "/systemsmanager/parameters/get": {"GET": _systemsmanager},

@@ -7,7 +7,7 @@ shares a Lambda sandbox's few file descriptors and megabytes. Here each connecti
   same clock is the keep-alive idle timeout), or it is closed;
 - counts against `max_connections`, kept under the file-descriptor limit so that accepting
   never fails for lack of one; at the cap new connections wait in the backlog, and the oldest
-  connection not being served is closed to make room once it has had a second;
+  connection not being served is closed to make room once it has had a quarter second;
 - answers a malformed request with a generic 400 and logs no part of it: aiohttp's answer and
   log line quote the offending header line, which may be the session token.
 
@@ -36,6 +36,7 @@ logger = logging.getLogger("polycache.extension")
 # the AWS clients' connection pools, whatever a runtime extension needs.
 _RESERVED_DESCRIPTORS: Final = 64
 _LOG_INTERVAL: Final = 10.0
+_READ_BUFFER: Final = 16 * 1024
 _CODES: Final = {400: "bad_request", 408: "timeout", 413: "too_large", 431: "too_large"}
 
 
@@ -86,7 +87,7 @@ class Connections:
 
     __slots__ = ("_changed", "_grace", "_log", "_open", "cap", "shed")
 
-    def __init__(self, cap: int, log: RateLimitedLog, *, grace: float = 1.0) -> None:
+    def __init__(self, cap: int, log: RateLimitedLog, *, grace: float = 0.25) -> None:
         self.cap = cap
         self.shed = 0
         self._log = log
@@ -303,6 +304,9 @@ async def serve(
         "keepalive_timeout": idle_timeout,
         # An answered request's unread body is not waited for: the connection is closed.
         "lingering_time": 0.0,
+        # What aiohttp buffers of a body per connection before reading pauses (twice this):
+        # 16 KiB instead of 64 keeps many connections' buffers to a few megabytes.
+        "read_bufsize": _READ_BUFFER,
         "access_log": None,
         "logger": logger,
     }

@@ -369,7 +369,7 @@ class ReadThrough:
     """A `Cache` (memory backend) in front of `Sources`, keeping encoded answers.
 
     Each request calls `Cache.get_or_load` with a loader made for its arguments; the cache key
-    only has to tell requests apart.
+    only has to tell requests apart, and its scheme is none of the built-in loaders'.
 
     Args:
         settings: TTLs, sizes and the source timeout.
@@ -420,7 +420,7 @@ class ReadThrough:
             return value
 
         value: str = await self._cache.get_or_load(
-            f"parameters:{name}", load, ttl=self._settings.parameters_ttl
+            f"sample-parameter:{name}", load, ttl=self._settings.parameters_ttl
         )
         return value
 
@@ -439,7 +439,7 @@ class ReadThrough:
             return _item_document(await self._sources.get_item(item.table, item.key))
 
         value: bytes = await self._cache.get_or_load(
-            f"dynamodb:{name}", load, ttl=self._settings.parameters_ttl
+            f"sample-item:{name}", load, ttl=self._settings.parameters_ttl
         )
         return value
 
@@ -454,7 +454,7 @@ class ReadThrough:
         async def load() -> bytes:
             return _parameter_document(await self._sources.get_parameter(name, decrypt=decrypt))
 
-        key = f"systemsmanager:{(name, decrypt)!r}"
+        key = f"GetParameter:{(name, decrypt)!r}"
         value: bytes = await self._cache.get_or_load(key, load, ttl=self._settings.ssm_ttl)
         return value
 
@@ -474,7 +474,7 @@ class ReadThrough:
             )
             return _secret_document(response)
 
-        key = f"secretsmanager:{(secret_id, version_id, version_stage)!r}"
+        key = f"GetSecretValue:{(secret_id, version_id, version_stage)!r}"
         value: bytes = await self._cache.get_or_load(key, load, ttl=self._settings.secrets_ttl)
         return value
 
