@@ -232,11 +232,18 @@ def _loop_errors(
 class Listener:
     """Accepts connections on 127.0.0.1 while `Connections` has room; see `serve`."""
 
-    __slots__ = ("_accepting", "_socket", "connections")
+    __slots__ = ("_accepting", "_previous_handler", "_socket", "connections")
 
-    def __init__(self, sock: socket.socket, task: asyncio.Task[None], connections: Connections):
+    def __init__(
+        self,
+        sock: socket.socket,
+        task: asyncio.Task[None],
+        connections: Connections,
+        previous_handler: Any,
+    ) -> None:
         self._socket = sock
         self._accepting = task
+        self._previous_handler = previous_handler
         self.connections = connections
 
     @property
@@ -251,6 +258,7 @@ class Listener:
         with contextlib.suppress(asyncio.CancelledError):
             await self._accepting
         self._socket.close()
+        asyncio.get_running_loop().set_exception_handler(self._previous_handler)
 
 
 async def _accept(
@@ -295,6 +303,7 @@ async def serve(
     """
     loop = asyncio.get_running_loop()
     log = RateLimitedLog()
+    previous_handler = loop.get_exception_handler()
     loop.set_exception_handler(_loop_errors(log))
     connections = Connections(connection_cap(max_connections), log)
     manager = runner.server
@@ -322,4 +331,4 @@ async def serve(
     task = asyncio.create_task(
         _accept(sock, connections, log, lambda: Connection(manager, connections, log, **options))
     )
-    return Listener(sock, task, connections)
+    return Listener(sock, task, connections, previous_handler)
