@@ -37,7 +37,8 @@ DEFAULT_MAX_ITEM_BYTES: Final = wire.DEFAULT_MAX_ITEM_BYTES
 """The extension's default limit per value (`POLYCACHE_EXTENSION_MAX_ITEM_BYTES`)."""
 
 _HOSTS: Final = frozenset({"127.0.0.1", "localhost"})
-_MAX_IDLE: Final = 64
+# Connections one event loop opens at most; more concurrent requests wait for one.
+_MAX_CONNECTIONS: Final = 64
 _NO_BODY: Final = frozenset({204, 304})
 
 
@@ -99,7 +100,7 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 class _LoopbackClient:
     """HTTP/1.1 with keep-alive to one address, for the event loop it was made on."""
 
-    __slots__ = ("_fixed", "_host", "_idle", "_port")
+    __slots__ = ("_fixed", "_host", "_idle", "_port", "_slots")
 
     def __init__(self, host: str, port: int, token: str | None) -> None:
         self._host = host
@@ -109,6 +110,7 @@ class _LoopbackClient:
             fixed += f"{wire.TOKEN_HEADER}: {token}\r\n"
         self._fixed = fixed
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._slots = asyncio.Semaphore(_MAX_CONNECTIONS)
 
     async def request(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes
@@ -117,6 +119,10 @@ class _LoopbackClient:
         data = (
             f"{method} {path} HTTP/1.1\r\n{self._fixed}{lines}Content-Length: {len(body)}\r\n\r\n"
         ).encode("latin-1") + body
+        async with self._slots:
+            return await self._exchange(data)
+
+    async def _exchange(self, data: bytes) -> _Response:
         while True:
             reused = False
             while self._idle:
@@ -140,7 +146,7 @@ class _LoopbackClient:
                 # Cancelled or failed halfway: the connection's state is unknown.
                 writer.close()
                 raise
-            if reusable and len(self._idle) < _MAX_IDLE:
+            if reusable:
                 self._idle.append((reader, writer))
             else:
                 writer.close()

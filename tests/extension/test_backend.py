@@ -225,6 +225,14 @@ async def test_every_request_carries_the_token_and_reuses_the_connection() -> No
     )
 
 
+async def test_concurrent_requests_share_at_most_64_connections() -> None:
+    scripted = Scripted(*[NOT_FOUND] * 300)
+    async with scripted as backend:
+        results = await asyncio.gather(*(backend.get(f"k{number}") for number in range(300)))
+    assert results == [None] * 300
+    assert 1 <= scripted.connections <= 64
+
+
 def test_a_token_that_would_break_the_header_is_refused_unquoted() -> None:
     with pytest.raises(ConfigurationError, match="printable ASCII") as raised:
         ExtensionBackend(token="abc\r\nX-Injected: 1")
