@@ -51,6 +51,7 @@ EXPECTED = {
         "httpx keep-alive",
         "httpx new connection",
         "aioboto3 -> moto",
+        "## asyncio.run per invocation",
     ],
     "bench_momento": ["## get", "## set", "## near-cache hit", "raw CacheClientAsync"],
 }

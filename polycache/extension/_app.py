@@ -3,26 +3,26 @@
 | method and path | answer |
 |---|---|
 | `GET /health`, `GET /ping` | `{"status": "ok", ...}` |
-| `GET /v1/kv/{key}` | the value, its freshness in `X-Polycache-*` headers; 404 if absent |
-| `PUT /v1/kv/{key}` | store the body (freshness from headers, or `?ttl=`); 204, 413 if too big |
+| `GET /v1/kv/{key}` | the stored bytes, their `Content-Type`, freshness in `X-Polycache-*` |
+| `PUT /v1/kv/{key}` | store the body and its type (freshness from headers, or `?ttl=`); 204 |
 | `DELETE /v1/kv/{key}`, `DELETE /v1/kv` | forget one key, or every key; 204 |
 | `GET /parameters?name=` | the sample's: a parameter's decrypted value, as text |
 | `GET /dynamodb?name=` | the sample's: a `config.yaml` item as JSON |
 | `GET /systemsmanager/parameters/get?name=` | GetParameter's JSON |
 | `GET /secretsmanager/get?secretId=` | GetSecretValue's JSON |
 
-Keys in paths are percent-encoded (every byte but unreserved ones). Errors answer
-`{"error": CODE, "message": TEXT}` with 400, 403, 404, 405, 413, 502 or 504. No log line holds a
-value or a token.
+Keys in paths are percent-encoded UTF-8 (the client encodes every byte). Errors answer
+`{"error": CODE, "message": TEXT}` with 400, 403, 404, 405, 408, 413, 502, 503 or 504. No answer
+and no log line holds a value, a header value or a token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import math
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -30,38 +30,20 @@ from typing import Final
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from polycache import _extension_wire as wire
 from polycache._contracts import Entry
 from polycache._errors import ConfigurationError, LoaderError, SourceNotFound
-from polycache.backends._extension_headers import (
-    EXPIRES_AT,
-    FRESH_UNTIL,
-    NEGATIVE,
-    STALE_UNTIL,
-    VALIDATOR,
-    entry_headers,
-    validator_from_header,
-)
+from polycache.extension._server import Connection
 from polycache.extension._settings import ExtensionSettings
-from polycache.extension._sources import ReadThrough, SourceRejected, SourceTimeout
+from polycache.extension._sources import ReadThrough, SourceRejected, SourceTimeout, refusal
 from polycache.extension._store import Store
 
-__all__ = [
-    "EXPIRES_AT",
-    "FRESH_UNTIL",
-    "KEY_PREFIX",
-    "NEGATIVE",
-    "STALE_UNTIL",
-    "TOKEN_HEADER",
-    "VALIDATOR",
-    "Status",
-    "create_app",
-]
+__all__ = ["BodyBudget", "Status", "create_app"]
 
 logger = logging.getLogger("polycache.extension")
 
-KEY_PREFIX: Final = "/v1/kv/"
-TOKEN_HEADER: Final = "X-Aws-Parameters-Secrets-Token"  # noqa: S105 - a header name
-
+_DEFAULT_TYPE: Final = "application/octet-stream"
+_MAX_TYPE_LENGTH: Final = 255
 _BOOLEANS: Final = {"true": True, "false": False}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -83,6 +65,35 @@ class Status:
         self.prefetched = False
 
 
+class BodyBudget:
+    """The bytes of request bodies all requests may hold at once.
+
+    A request reserves its body's length before reading it, and is refused (503) when the
+    budget cannot cover it, so that stalled or concurrent uploads cannot take the process's
+    memory past its bound.
+
+    Args:
+        limit: The bytes all bodies being received may hold together.
+    """
+
+    __slots__ = ("available", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.available = limit
+
+    def reserve(self, size: int) -> bool:
+        """Take `size` bytes; False (and nothing taken) if fewer are left."""
+        if size > self.available:
+            return False
+        self.available -= size
+        return True
+
+    def release(self, size: int) -> None:
+        """Give back bytes taken by `reserve`."""
+        self.available += size
+
+
 @dataclass(frozen=True, slots=True)
 class _Services:
     settings: ExtensionSettings
@@ -90,6 +101,7 @@ class _Services:
     reads: ReadThrough
     status: Status
     clock: Callable[[], float]
+    bodies: BodyBudget
 
 
 _SERVICES: Final = web.AppKey("services", _Services)
@@ -121,9 +133,13 @@ def _guard(token: str | None) -> Middleware:
         if "X-Forwarded-For" in request.headers:
             return _error(403, "forwarded", "requests with X-Forwarded-For are refused")
         if expected is not None:
-            given = request.headers.get(TOKEN_HEADER, "").encode("utf-8", "replace")
+            given = request.headers.get(wire.TOKEN_HEADER, "").encode("utf-8", "replace")
             if not hmac.compare_digest(given, expected):
-                return _error(403, "token", f"missing or wrong {TOKEN_HEADER} header")
+                return _error(403, "token", f"missing or wrong {wire.TOKEN_HEADER} header")
+        connection = request.protocol
+        if isinstance(connection, Connection):
+            # Served now: not the one to close when a new connection needs the room.
+            connection.busy = True
         try:
             return await handler(request)
         except _RequestError as refused:
@@ -133,6 +149,9 @@ def _guard(token: str | None) -> Middleware:
             codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
             code = codes.get(exc.status, "bad_request" if exc.status < 500 else "error")
             return _error(exc.status, code, exc.reason)
+        finally:
+            if isinstance(connection, Connection):
+                connection.busy = False
 
     return guard
 
@@ -161,14 +180,11 @@ def _boolean(request: web.Request, name: str) -> bool:
 
 
 def _key(request: web.Request) -> str:
-    raw = request.rel_url.raw_path[len(KEY_PREFIX) :]
+    # The raw path, as sent: no URL rule has decoded or normalised it.
     try:
-        key = urllib.parse.unquote(raw, errors="strict")
-    except UnicodeDecodeError:
-        raise _RequestError(400, "bad_request", "the key is not percent-encoded UTF-8") from None
-    if not key:
-        raise _RequestError(400, "bad_request", "the key is empty")
-    return key
+        return wire.decode_key(request.rel_url.raw_path[len(wire.KV_PATH) :])
+    except ValueError as exc:
+        raise _RequestError(400, "bad_request", str(exc)) from None
 
 
 def _epoch(request: web.Request, header: str) -> float | None:
@@ -188,28 +204,23 @@ def _services(request: web.Request) -> _Services:
     return request.app[_SERVICES]
 
 
-async def _loaded(what: str, load: Awaitable[bytes | str | None]) -> bytes | str:
+async def _loaded(what: str, load: Awaitable[bytes | str]) -> bytes | str:
     try:
-        value = await load
-    except SourceTimeout as exc:
-        logger.warning("polycache-extension: %s", exc)
-        raise _RequestError(504, "source_timeout", str(exc)) from exc
-    except SourceRejected as exc:
-        raise _RequestError(400, "bad_request", str(exc)) from exc
+        return await load
     except SourceNotFound as exc:
         raise _RequestError(404, "not_found", str(exc)) from exc
     except LoaderError as exc:
+        kind = refusal(exc)
+        if kind is SourceRejected:
+            raise _RequestError(400, "bad_request", f"{what}: AWS rejected the request") from exc
         cause = exc.__cause__
         reason = str(exc) if cause is None else f"{exc} ({type(cause).__name__})"
         logger.warning("polycache-extension: %s", reason)
-        if isinstance(cause, SourceTimeout | TimeoutError):
+        if kind is SourceTimeout:
             raise _RequestError(504, "source_timeout", f"{what}: the source timed out") from exc
         raise _RequestError(502, "source_error", f"{what}: the source failed") from exc
     except ConfigurationError as exc:
         raise _RequestError(400, "bad_request", str(exc)) from exc
-    if value is None:
-        raise _RequestError(404, "not_found", f"{what} was not found")
-    return value
 
 
 # -- handlers --------------------------------------------------------------------------------
@@ -232,34 +243,64 @@ async def _health(request: web.Request) -> web.Response:
 
 async def _get_value(request: web.Request) -> web.Response:
     services = _services(request)
-    entry = services.store.get(_key(request))
-    if entry is None:
+    held = services.store.get(_key(request))
+    if held is None:
         return _error(404, "not_found", "no such key")
-    return web.Response(
-        body=entry.value, headers=entry_headers(entry), content_type="application/octet-stream"
-    )
+    entry, content_type = held
+    headers = wire.entry_headers(entry)
+    headers["Content-Type"] = content_type
+    return web.Response(body=entry.value, headers=headers)
 
 
 async def _put_value(request: web.Request) -> web.Response:
     services = _services(request)
     key = _key(request)
+    content_type = request.headers.get("Content-Type", _DEFAULT_TYPE).strip() or _DEFAULT_TYPE
+    if len(content_type) > _MAX_TYPE_LENGTH:
+        raise _RequestError(
+            400, "bad_request", f"Content-Type may have at most {_MAX_TYPE_LENGTH} characters"
+        )
     limit = services.settings.max_item_bytes
-    if request.content_length is not None and request.content_length > limit:
+    length = request.content_length
+    if length is not None and length > limit:
         raise _RequestError(413, "too_large", f"a value may have at most {limit} bytes")
-    value = await request.read()
-    if len(value) > limit:
-        raise _RequestError(413, "too_large", f"a value may have at most {limit} bytes")
-    entry = _entry(request, value, services.clock())
+    reserved = limit if length is None else length
+    if not services.bodies.reserve(reserved):
+        raise _RequestError(
+            503, "busy", "too many bytes of uploads are being received; try again shortly"
+        )
+    try:
+        value = await _body(request, limit, services.settings.body_timeout)
+        entry = _entry(request, value, services.clock())
+    finally:
+        services.bodies.release(reserved)
     if entry.expires_at > services.clock():
-        services.store.put(key, entry)
+        services.store.put(key, entry, content_type)
     else:
         services.store.delete(key)
     return web.Response(status=204)
 
 
-def _entry(request: web.Request, value: bytes, now: float) -> Entry:
+async def _body(request: web.Request, limit: int, deadline: float) -> bytearray:
+    # Read chunk by chunk into one buffer: never more than the reserved length, never longer
+    # than the deadline, and no second copy (the store keeps this buffer).
+    value = bytearray()
+    try:
+        async with asyncio.timeout(deadline):
+            while chunk := await request.content.readany():
+                if len(value) + len(chunk) > limit:
+                    raise _RequestError(413, "too_large", f"a value may have at most {limit} bytes")
+                value += chunk
+    except TimeoutError:
+        raise _RequestError(
+            408, "timeout", f"the request body did not arrive within {deadline} s"
+        ) from None
+    return value
+
+
+def _entry(request: web.Request, value: bytearray, now: float) -> Entry:
     ttl_text = _query(request, "ttl")
-    expires_at = _epoch(request, EXPIRES_AT)
+    expires_at = _epoch(request, wire.EXPIRES_AT)
     if ttl_text is not None:
         try:
             ttl = float(ttl_text)
@@ -271,18 +312,18 @@ def _entry(request: web.Request, value: bytes, now: float) -> Entry:
     if expires_at is None:
         # Neither a ttl nor a freshness: kept until the store needs the room.
         expires_at = math.inf
-    fresh_until = _epoch(request, FRESH_UNTIL)
-    stale_until = _epoch(request, STALE_UNTIL)
+    fresh_until = _epoch(request, wire.FRESH_UNTIL)
+    stale_until = _epoch(request, wire.STALE_UNTIL)
     fresh_until = expires_at if fresh_until is None else fresh_until
     stale_until = fresh_until if stale_until is None else stale_until
-    validator = request.headers.get(VALIDATOR)
+    validator = request.headers.get(wire.VALIDATOR)
     return Entry(
         value=value,
         fresh_until=fresh_until,
         stale_until=stale_until,
         expires_at=expires_at,
-        validator=validator_from_header(validator),
-        negative=request.headers.get(NEGATIVE) == "1",
+        validator=wire.validator_from_header(validator),
+        negative=request.headers.get(wire.NEGATIVE) == "1",
     )
 
 
@@ -306,10 +347,7 @@ async def _parameters(request: web.Request) -> web.Response:
 async def _dynamodb(request: web.Request) -> web.Response:
     name = _query(request, "name", required=True)
     assert name is not None
-    reads = _services(request).reads
-    if reads.config.item(name) is None:
-        raise _RequestError(404, "not_found", f"{name} is not an item of config.yaml")
-    body = await _loaded(f"item {name}", reads.item(name))
+    body = await _loaded(f"item {name}", _services(request).reads.item(name))
     return web.Response(body=body, content_type="application/json")
 
 
@@ -361,11 +399,7 @@ def create_app(
         status: What `/health` reports; a new one if None.
         clock: Epoch seconds; injectable for tests.
     """
-    app = web.Application(
-        middlewares=[_guard(settings.token)],
-        # Room for the largest value plus aiohttp's own framing; larger bodies are 413.
-        client_max_size=settings.max_item_bytes + 64 * 1024,
-    )
+    app = web.Application(middlewares=[_guard(settings.token)])
     app[_SERVICES] = _Services(
         settings=settings,
         store=(
@@ -376,12 +410,18 @@ def create_app(
         reads=reads,
         status=status or Status(),
         clock=clock,
+        bodies=BodyBudget(settings.max_inflight_bytes),
     )
     routes: Mapping[str, Mapping[str, Handler]] = {
         "/health": {"GET": _health},
         "/ping": {"GET": _health},
         "/v1/kv": {"DELETE": _delete_all},
-        KEY_PREFIX + "{key:.+}": {"GET": _get_value, "PUT": _put_value, "DELETE": _delete_value},
+        # Any character, newlines included: the key is taken from the raw path, not from here.
+        wire.KV_PATH + "{key:[\\s\\S]+}": {
+            "GET": _get_value,
+            "PUT": _put_value,
+            "DELETE": _delete_value,
+        },
         "/parameters": {"GET": _parameters},
         "/dynamodb": {"GET": _dynamodb},
         "/systemsmanager/parameters/get": {"GET": _systemsmanager},

@@ -18,6 +18,7 @@ from aiohttp import web
 from polycache._errors import ConfigurationError
 from polycache.extension._app import Status, create_app
 from polycache.extension._lifecycle import ExtensionsApi, ExtensionsApiError, HttpExtensionsApi
+from polycache.extension._server import Listener, serve
 from polycache.extension._settings import read_settings
 from polycache.extension._sources import AwsSources, ReadThrough, Sources, load_sample_config
 
@@ -98,11 +99,17 @@ async def _serve(
         handle_signals=False,
     )
     await runner.setup()
+    listener: Listener | None = None
     try:
-        site = web.TCPSite(runner, _HOST, settings.port, backlog=1024, reuse_address=True)
         try:
             # Serving before registering: the function's own INIT may already call us.
-            await site.start()
+            listener = await serve(
+                runner,
+                _HOST,
+                settings.port,
+                max_connections=settings.max_connections,
+                idle_timeout=settings.idle_timeout,
+            )
         except OSError as exc:
             return await _failed_start(
                 api, name, "Extension.BindError", f"cannot serve on {_HOST}:{settings.port}: {exc}"
@@ -126,7 +133,7 @@ async def _serve(
         else:
             await _follow_events(api, status, stop)
     finally:
-        await _shut_down(runner, reads)
+        await _shut_down(listener, runner, reads)
     return 0
 
 
@@ -162,10 +169,12 @@ async def _failed_start(api: ExtensionsApi | None, name: str, error_type: str, m
     return 1
 
 
-async def _shut_down(runner: web.AppRunner, reads: ReadThrough) -> None:
+async def _shut_down(listener: Listener | None, runner: web.AppRunner, reads: ReadThrough) -> None:
     started = time.monotonic()
     try:
         async with asyncio.timeout(_SHUTDOWN_BUDGET):
+            if listener is not None:
+                await listener.aclose()
             await runner.cleanup()
             await reads.aclose()
     except TimeoutError:

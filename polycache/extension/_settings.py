@@ -17,10 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
 
+from polycache import _extension_wire as wire
 from polycache._errors import ConfigurationError
 
 __all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_ITEM_BYTES",
     "DEFAULT_PORT",
     "ExtensionSettings",
@@ -28,11 +32,20 @@ __all__ = [
     "read_settings",
 ]
 
-DEFAULT_PORT: Final = 4000
+DEFAULT_PORT: Final = wire.DEFAULT_PORT
 """The AWS sample cache extension's port."""
 
-DEFAULT_MAX_ITEM_BYTES: Final = 1024 * 1024
+DEFAULT_MAX_ITEM_BYTES: Final = wire.DEFAULT_MAX_ITEM_BYTES
 """The largest value the key/value API stores, unless `POLYCACHE_EXTENSION_MAX_ITEM_BYTES`."""
+
+DEFAULT_IDLE_TIMEOUT: Final = 10.0
+"""Seconds a connection may go without a complete request head (`..._IDLE_TIMEOUT`)."""
+
+DEFAULT_BODY_TIMEOUT: Final = 5.0
+"""Seconds a request body may take to arrive (`POLYCACHE_EXTENSION_BODY_TIMEOUT`)."""
+
+DEFAULT_MAX_CONNECTIONS: Final = 256
+"""Open connections at most (`POLYCACHE_EXTENSION_MAX_CONNECTIONS`), fewer under a low fd limit."""
 
 DEFAULT_MAX_BYTES: Final = 32 * 1024 * 1024
 """The most bytes the key/value store holds, unless `POLYCACHE_EXTENSION_MAX_BYTES`."""
@@ -72,6 +85,14 @@ class ExtensionSettings:
         max_item_bytes: The largest value the key/value API stores (413 beyond it).
         max_bytes: The most bytes the key/value store holds (least recently used dropped).
         max_entries: The most entries kept by the key/value store and by the read-through cache.
+        max_inflight_bytes: The most bytes of request bodies held at once, by all requests
+            together (503 beyond it); default four values of `max_item_bytes`.
+        idle_timeout: Seconds a connection may go without a complete request head: the
+            deadline for a request's headers and the keep-alive idle timeout alike.
+        body_timeout: Seconds a request's body may take to arrive (408 beyond it).
+        max_connections: Connections open at once at most; the oldest idle one is closed to
+            make room for a new one. Lowered at start to leave file descriptors for the rest
+            of the process under a low `RLIMIT_NOFILE`.
         parameters_ttl: Fresh seconds of `/parameters` and `/dynamodb` answers.
         ssm_ttl: Fresh seconds of `/systemsmanager/parameters/get` answers.
         secrets_ttl: Fresh seconds of `/secretsmanager/get` answers.
@@ -90,6 +111,10 @@ class ExtensionSettings:
     max_item_bytes: int = DEFAULT_MAX_ITEM_BYTES
     max_bytes: int = DEFAULT_MAX_BYTES
     max_entries: int = 10_000
+    max_inflight_bytes: int = 4 * DEFAULT_MAX_ITEM_BYTES
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     parameters_ttl: float = 300.0
     ssm_ttl: float = 300.0
     secrets_ttl: float = 300.0
@@ -107,7 +132,9 @@ class ExtensionSettings:
             f"ExtensionSettings(port={self.port}, runtime_api={self.runtime_api!r}, "
             f"name={self.name!r}, token={token}, max_item_bytes={self.max_item_bytes}, "
             f"max_bytes={self.max_bytes}, "
-            f"max_entries={self.max_entries}, parameters_ttl={self.parameters_ttl}, "
+            f"max_entries={self.max_entries}, max_inflight_bytes={self.max_inflight_bytes}, "
+            f"idle_timeout={self.idle_timeout}, body_timeout={self.body_timeout}, "
+            f"max_connections={self.max_connections}, parameters_ttl={self.parameters_ttl}, "
             f"ssm_ttl={self.ssm_ttl}, secrets_ttl={self.secrets_ttl}, "
             f"stale_ttl={self.stale_ttl}, negative_ttl={self.negative_ttl}, "
             f"source_timeout={self.source_timeout}, config_path={self.config_path}, "
@@ -170,6 +197,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise ValueError("expected an integer greater than 0")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds_or_duration(text)
+    if value <= 0:
+        raise ValueError("expected a positive number of seconds")
     return value
 
 
@@ -244,7 +278,28 @@ def read_settings(environ: Mapping[str, str] | None = None) -> ExtensionSettings
             f"POLYCACHE_EXTENSION_MAX_ITEM_BYTES={max_item_bytes} is over "
             f"POLYCACHE_EXTENSION_MAX_BYTES={max_bytes}: one value could not be stored"
         )
+    max_inflight_bytes = read.get(
+        _positive_int, "POLYCACHE_EXTENSION_MAX_INFLIGHT_BYTES", default=4 * max_item_bytes
+    )
+    if max_inflight_bytes < max_item_bytes:
+        raise ConfigurationError(
+            f"POLYCACHE_EXTENSION_MAX_INFLIGHT_BYTES={max_inflight_bytes} is under "
+            f"POLYCACHE_EXTENSION_MAX_ITEM_BYTES={max_item_bytes}: the largest value could "
+            "never be received"
+        )
     return ExtensionSettings(
+        max_inflight_bytes=max_inflight_bytes,
+        idle_timeout=read.get(
+            _positive_seconds, "POLYCACHE_EXTENSION_IDLE_TIMEOUT", default=DEFAULT_IDLE_TIMEOUT
+        ),
+        body_timeout=read.get(
+            _positive_seconds, "POLYCACHE_EXTENSION_BODY_TIMEOUT", default=DEFAULT_BODY_TIMEOUT
+        ),
+        max_connections=read.get(
+            _positive_int,
+            "POLYCACHE_EXTENSION_MAX_CONNECTIONS",
+            default=DEFAULT_MAX_CONNECTIONS,
+        ),
         port=read.get(
             _port,
             "POLYCACHE_EXTENSION_PORT",

@@ -1,9 +1,10 @@
 """The read-through side of the extension: AWS sources behind a polycache `Cache`.
 
 `Sources` is the contract for the AWS calls (injectable: tests pass fakes); `AwsSources` makes
-them with polycache's shared aiobotocore clients. `ReadThrough` puts a `Cache` in front of them,
-so every endpoint gets single-flight, stale-while-revalidate and negative caching, and keeps the
-answer already encoded as the bytes the endpoint sends.
+them with the loaders' shared AWS clients and translates AWS's errors as the loaders do.
+`ReadThrough` puts a `Cache` in front of them: each request calls `get_or_load` with a loader
+made for its arguments, so every endpoint gets single-flight, stale-while-revalidate and
+negative caching, and keeps the answer already encoded as the bytes the endpoint sends.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "SourceTimeout",
     "Sources",
     "load_sample_config",
+    "refusal",
 ]
 
 logger = logging.getLogger("polycache.extension")
@@ -57,6 +59,32 @@ class SourceTimeout(LoaderError):  # noqa: N818 - reads as what happened, like S
 
 class SourceRejected(LoaderError):  # noqa: N818 - reads as what happened, like SourceNotFound
     """The source says the request is malformed (the endpoint answers 400)."""
+
+
+def refusal(error: LoaderError) -> type[LoaderError]:
+    """What a failed load means for the caller: `SourceTimeout`, `SourceRejected` or neither.
+
+    Follows the chain of causes: a load failed by the loaders' translation carries AWS's error,
+    whose code says whether AWS timed out or refused the request as malformed.
+    """
+    from polycache.loaders._aws import error_code
+
+    seen: BaseException | None = error
+    for _ in range(8):  # a chain is a few links long; the bound only guards against a cycle
+        if seen is None:
+            break
+        if isinstance(seen, SourceTimeout | TimeoutError):
+            return SourceTimeout
+        if isinstance(seen, SourceRejected):
+            return SourceRejected
+        if not isinstance(seen, PolycacheError):
+            code = error_code(seen)
+            if code in _TIMEOUT_CODES:
+                return SourceTimeout
+            if code in _REJECTED_CODES:
+                return SourceRejected
+        seen = seen.__cause__
+    return LoaderError
 
 
 class Sources(Protocol):
@@ -92,7 +120,7 @@ def _default_clients() -> ClientFactory:
 
 
 class AwsSources:
-    """`Sources` over polycache's shared aiobotocore clients (one per service and loop).
+    """`Sources` over the loaders' shared AWS clients, with the loaders' error translation.
 
     Args:
         timeout: Seconds one call may take, retries included.
@@ -155,28 +183,18 @@ class AwsSources:
         not_found: frozenset[str],
         **parameters: Any,
     ) -> Mapping[str, Any]:
-        # The one place where AWS's errors become polycache's; messages carry the error code,
-        # never AWS's text, which can quote a value.
+        # AWS's errors become polycache's as in the loaders (the code, never AWS's text, which
+        # can quote a value); `refusal` tells a timeout and a malformed request apart.
+        from polycache.loaders._aws import translating
+
         clients = self._clients or _default_clients()
         try:
             async with asyncio.timeout(self._timeout):
-                client = await clients(service)
-                response: Mapping[str, Any] = await getattr(client, operation)(**parameters)
-        except PolycacheError:
-            raise
+                with translating(what, not_found=not_found):
+                    client = await clients(service)
+                    response: Mapping[str, Any] = await getattr(client, operation)(**parameters)
         except TimeoutError as exc:
             raise SourceTimeout(f"{what}: no answer within {self._timeout} s") from exc
-        except Exception as exc:
-            from polycache.loaders._aws import error_code
-
-            code = error_code(exc)
-            if code in not_found:
-                raise SourceNotFound(f"{what} not found ({code})") from exc
-            if code in _TIMEOUT_CODES:
-                raise SourceTimeout(f"{what}: AWS timed out ({code})") from exc
-            if code in _REJECTED_CODES:
-                raise SourceRejected(f"{what}: AWS rejected the request ({code})") from exc
-            raise LoaderError(f"{what}: AWS error {code}") from exc
         return response
 
 
@@ -346,11 +364,12 @@ def _item_document(item: Mapping[str, Any]) -> bytes:
 
 # -- the read-through cache --------------------------------------------------------------------
 
-_MISSING: Final = object()
-
 
 class ReadThrough:
-    """A `Cache` (memory backend) whose loaders call `Sources` and return encoded answers.
+    """A `Cache` (memory backend) in front of `Sources`, keeping encoded answers.
+
+    Each request calls `Cache.get_or_load` with a loader made for its arguments; the cache key
+    only has to tell requests apart, and its scheme is none of the built-in loaders'.
 
     Args:
         settings: TTLs, sizes and the source timeout.
@@ -368,6 +387,7 @@ class ReadThrough:
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._sources = sources
+        self._settings = settings
         self.config = config
         self._cache = Cache(
             MemoryBackend(settings.max_entries),
@@ -378,50 +398,102 @@ class ReadThrough:
             clock=clock,
             environ={},
         )
-        register = self._cache.register_loader
-        register("parameters", self._load_parameter_value, ttl=settings.parameters_ttl)
-        register("dynamodb", self._load_item, ttl=settings.parameters_ttl)
-        register("systemsmanager", self._load_parameter, ttl=settings.ssm_ttl)
-        register("secretsmanager", self._load_secret, ttl=settings.secrets_ttl)
 
     @property
     def cache(self) -> Cache:
         """The cache in front of the sources (its `stats` show hits and loads)."""
         return self._cache
 
-    async def parameter_value(self, name: str) -> str | None:
-        """The decrypted value of a parameter (`/parameters?name=`), or None if there is none."""
-        return await self._get("parameters", name)  # type: ignore[no-any-return]
+    async def parameter_value(self, name: str) -> str:
+        """The decrypted value of a parameter (`/parameters?name=`).
 
-    async def item(self, name: str) -> bytes | None:
-        """A configured DynamoDB item as JSON (`/dynamodb?name=`), or None if it is missing."""
-        return await self._get("dynamodb", name)  # type: ignore[no-any-return]
+        Raises:
+            SourceNotFound: There is no such parameter (remembered for `negative_ttl`).
+            LoaderError: The source failed.
+        """
 
-    async def parameter(self, name: str, *, decrypt: bool) -> bytes | None:
-        """GetParameter's answer as JSON, or None if there is no such parameter."""
-        return await self._get("systemsmanager", _encode([name, decrypt]).decode())  # type: ignore[no-any-return]
+        async def load() -> str:
+            response = await self._sources.get_parameter(name, decrypt=True)
+            value = response.get("Parameter", {}).get("Value")
+            if not isinstance(value, str):
+                raise LoaderError(f"parameter {name}: GetParameter answered without a value")
+            return value
+
+        value: str = await self._cache.get_or_load(
+            f"sample-parameter:{name}", load, ttl=self._settings.parameters_ttl
+        )
+        return value
+
+    async def item(self, name: str) -> bytes:
+        """A configured DynamoDB item as JSON (`/dynamodb?name=`).
+
+        Raises:
+            SourceNotFound: No such item in `config.yaml` or in its table.
+            LoaderError: The source failed.
+        """
+        item = self.config.item(name)
+        if item is None:
+            raise SourceNotFound(f"{name} is not an item of config.yaml")
+
+        async def load() -> bytes:
+            return _item_document(await self._sources.get_item(item.table, item.key))
+
+        value: bytes = await self._cache.get_or_load(
+            f"sample-item:{name}", load, ttl=self._settings.parameters_ttl
+        )
+        return value
+
+    async def parameter(self, name: str, *, decrypt: bool) -> bytes:
+        """GetParameter's answer as JSON.
+
+        Raises:
+            SourceNotFound: There is no such parameter.
+            LoaderError: The source failed.
+        """
+
+        async def load() -> bytes:
+            return _parameter_document(await self._sources.get_parameter(name, decrypt=decrypt))
+
+        key = f"GetParameter:{(name, decrypt)!r}"
+        value: bytes = await self._cache.get_or_load(key, load, ttl=self._settings.ssm_ttl)
+        return value
 
     async def secret(
         self, secret_id: str, *, version_id: str | None, version_stage: str | None
-    ) -> bytes | None:
-        """GetSecretValue's answer as JSON, or None if there is no such secret or version."""
-        name = _encode([secret_id, version_id, version_stage]).decode()
-        return await self._get("secretsmanager", name)  # type: ignore[no-any-return]
+    ) -> bytes:
+        """GetSecretValue's answer as JSON.
+
+        Raises:
+            SourceNotFound: There is no such secret or version.
+            LoaderError: The source failed.
+        """
+
+        async def load() -> bytes:
+            response = await self._sources.get_secret_value(
+                secret_id, version_id=version_id, version_stage=version_stage
+            )
+            return _secret_document(response)
+
+        key = f"GetSecretValue:{(secret_id, version_id, version_stage)!r}"
+        value: bytes = await self._cache.get_or_load(key, load, ttl=self._settings.secrets_ttl)
+        return value
 
     async def prefetch(self) -> int:
         """Load everything the sample's config lists; returns how many failed (logged by name)."""
-        names = [("parameters", name) for name in self.config.parameters]
-        names += [("dynamodb", item.name) for item in self.config.items]
-        outcomes = await asyncio.gather(
-            *(self._get(scheme, name) for scheme, name in names), return_exceptions=True
-        )
+        loads: list[tuple[str, str, Awaitable[object]]] = [
+            ("parameter", name, self.parameter_value(name)) for name in self.config.parameters
+        ]
+        loads += [("item", item.name, self.item(item.name)) for item in self.config.items]
+        outcomes = await asyncio.gather(*(load for _, _, load in loads), return_exceptions=True)
         failed = 0
-        for (scheme, name), outcome in zip(names, outcomes, strict=True):
-            if isinstance(outcome, BaseException) or outcome is None:
+        for (what, name, _), outcome in zip(loads, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
                 failed += 1
-                reason = type(outcome).__name__ if outcome is not None else "not found"
+                reason = (
+                    "not found" if isinstance(outcome, SourceNotFound) else type(outcome).__name__
+                )
                 logger.warning(
-                    "polycache-extension: prefetch of %s %s failed: %s", scheme, name, reason
+                    "polycache-extension: prefetch of %s %s failed: %s", what, name, reason
                 )
         return failed
 
@@ -429,34 +501,3 @@ class ReadThrough:
         """Stop background refreshes and close the sources' clients."""
         await self._cache.aclose()
         await self._sources.aclose()
-
-    async def _get(self, scheme: str, name: str) -> Any:
-        value = await self._cache.get(f"{scheme}:{name}", _MISSING)
-        return None if value is _MISSING else value
-
-    async def _load_parameter_value(self, name: str) -> str:
-        response = await self._sources.get_parameter(name, decrypt=True)
-        value = response.get("Parameter", {}).get("Value")
-        if not isinstance(value, str):
-            raise LoaderError(f"parameter {name}: GetParameter answered without a value")
-        return value
-
-    async def _load_item(self, name: str) -> bytes:
-        item = self.config.item(name)
-        if item is None:
-            raise SourceNotFound(f"{name} is not an item of config.yaml")
-        return _item_document(await self._sources.get_item(item.table, item.key))
-
-    async def _load_parameter(self, name: str) -> bytes:
-        parameter_name, decrypt = json.loads(name)
-        return _parameter_document(
-            await self._sources.get_parameter(parameter_name, decrypt=decrypt)
-        )
-
-    async def _load_secret(self, name: str) -> bytes:
-        secret_id, version_id, version_stage = json.loads(name)
-        return _secret_document(
-            await self._sources.get_secret_value(
-                secret_id, version_id=version_id, version_stage=version_stage
-            )
-        )

@@ -19,12 +19,13 @@ _ENTRY_OVERHEAD: Final = 200
 
 
 def _cost(key: str, entry: Entry) -> int:
+    # A Content-Type is at most 255 characters and usually a shared constant: in the overhead.
     validator = len(entry.validator) if entry.validator else 0
     return len(key) + len(entry.value) + validator + _ENTRY_OVERHEAD
 
 
 class Store:
-    """Entries whose values are bytes; expiry is checked on read, there is no timer.
+    """Entries whose values are bytes, each with its Content-Type; expiry is checked on read.
 
     Args:
         max_entries: The most entries kept.
@@ -41,7 +42,7 @@ class Store:
         self.max_bytes = max_bytes
         self._clock = clock
         # A dict keeps insertion order: re-inserting on every hit makes it the recency order.
-        self._entries: dict[str, tuple[Entry, int]] = {}
+        self._entries: dict[str, tuple[Entry, str, int]] = {}
         self._size = 0
 
     def __len__(self) -> int:
@@ -52,34 +53,34 @@ class Store:
         """The bytes held now, as counted against `max_bytes`."""
         return self._size
 
-    def get(self, key: str) -> Entry | None:
-        """The entry under `key`, or None if absent or past `expires_at`."""
+    def get(self, key: str) -> tuple[Entry, str] | None:
+        """The entry under `key` and its Content-Type, or None if absent or past `expires_at`."""
         held = self._entries.pop(key, None)
         if held is None:
             return None
-        entry, cost = held
+        entry, content_type, cost = held
         if entry.expires_at <= self._clock():
             self._size -= cost
             return None
         self._entries[key] = held
-        return entry
+        return entry, content_type
 
-    def put(self, key: str, entry: Entry) -> None:
+    def put(self, key: str, entry: Entry, content_type: str = "application/octet-stream") -> None:
         """Store `entry`, dropping the least recently used entries to stay within bounds."""
         self.delete(key)
         cost = _cost(key, entry)
-        self._entries[key] = (entry, cost)
+        self._entries[key] = (entry, content_type, cost)
         self._size += cost
         entries = self._entries
         while len(entries) > self.max_entries or self._size > self.max_bytes:
             oldest = next(iter(entries))
-            self._size -= entries.pop(oldest)[1]
+            self._size -= entries.pop(oldest)[2]
 
     def delete(self, key: str) -> None:
         """Forget `key`."""
         held = self._entries.pop(key, None)
         if held is not None:
-            self._size -= held[1]
+            self._size -= held[2]
 
     def clear(self) -> None:
         """Forget every entry."""

@@ -205,3 +205,34 @@ async def test_cache_rejects_values_over_the_item_limit(backend: Backend) -> Non
     with pytest.raises(SerializationError, match="limit"):
         await cache.set("big", b"x" * (limit + 1))
     assert await cache.get("big") == "small"
+
+
+ODD_KEYS = [
+    ".",
+    "..",
+    "/",
+    "a/../b",
+    "./x",
+    "/leading/and/trailing/",
+    "100%",
+    "%2F%25",
+    " spaced  key ",
+    "line\nbreak\r\ttab",
+    "what?",
+    "frag#ment",
+    "a&b=c;d",
+    "ключ 日本 🙂",
+    "\\back\\slash",
+    "k" * 1000,
+]
+
+
+@pytest.mark.parametrize("key", ODD_KEYS, ids=repr)
+async def test_odd_keys_round_trip(backend: Backend, key: str) -> None:
+    await backend.set(key, entry(b"odd"))
+    read = await backend.get(key)
+    assert read is not None and read.value == b"odd"
+    # No other key shares its storage: a normalised path would land elsewhere.
+    assert await backend.get(key + "-other") is None
+    await backend.delete(key)
+    assert await backend.get(key) is None

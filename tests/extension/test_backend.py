@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
 import pytest
 
 from polycache import BackendError, BackendTimeout, Cache, ConfigurationError, Entry
@@ -69,66 +68,181 @@ def test_cache_builds_it_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     assert cache.backend.port == 4321
 
 
-def test_the_token_defaults_to_the_session_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "from-the-environment")
-    seen: list[str | None] = []
+async def _header_seen_by_a_server(backend_url: str, environ: dict[str, str]) -> list[str]:
+    """Start a one-shot HTTP server, send one get through `from_url`, return the token seen."""
+    seen: list[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers.get("X-Aws-Parameters-Secrets-Token"))
-        return httpx.Response(404)
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        for line in head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "x-aws-parameters-secrets-token":
+                seen.append(value.strip())
+        writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
 
-    backend = ExtensionBackend(transport=httpx.MockTransport(handler))
-    assert asyncio.run(backend.get("k")) is None
-    assert seen == ["from-the-environment"]
-    assert "from-the-environment" not in repr(backend)
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    backend = ExtensionBackend.from_url(backend_url.format(port=port), environ=environ)
+    try:
+        assert await backend.get("k") is None
+        assert environ.get("AWS_SESSION_TOKEN", "unset") not in repr(backend)
+    finally:
+        await backend.aclose()
+        server.close()
+        await server.wait_closed()
+    return seen
+
+
+async def test_from_url_takes_the_token_from_the_given_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "from-os-environ")
+    environ = {"AWS_SESSION_TOKEN": "from-the-environment"}
+    assert await _header_seen_by_a_server("extension://127.0.0.1:{port}", environ) == [
+        "from-the-environment"
+    ]
+    assert await _header_seen_by_a_server("extension://127.0.0.1:{port}", {}) == []
 
 
 # -- errors, translated in one place -------------------------------------------------------------
 
 
-def _backend(handler: object) -> ExtensionBackend:
-    return ExtensionBackend(token="t", transport=httpx.MockTransport(handler))  # type: ignore[arg-type]
+class Scripted:
+    """A real HTTP server on 127.0.0.1 that answers each request with the next scripted bytes.
+
+    An answer of None hangs; b"" closes the connection without answering.
+    """
+
+    def __init__(self, *answers: bytes | None) -> None:
+        self.answers = list(answers)
+        self.requests: list[tuple[int, bytes]] = []  # (connection number, request head)
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ExtensionBackend:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        self.backend = ExtensionBackend(port=port, token="t", timeout=0.3)
+        return self.backend
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.backend.aclose()
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        number = self.connections
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+                self.requests.append((number, head))
+                answer = self.answers.pop(0)
+                if answer is None:
+                    await asyncio.Event().wait()
+                if not answer:
+                    return
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 
 
 async def test_error_statuses_become_backend_errors() -> None:
-    backend = _backend(lambda request: httpx.Response(413, json={"error": "too_large"}))
-    with pytest.raises(BackendError, match=r"413 \(too_large\) to the set of 'k'"):
-        await backend.set("k", entry(b"v"))
+    body = b'{"error":"too_large","message":"x"}'
+    answer = (
+        b"HTTP/1.1 413 Too Large\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    async with Scripted(answer) as backend:
+        with pytest.raises(BackendError, match=r"413 \(too_large\) to the set of 'k'"):
+            await backend.set("k", entry(b"v"))
 
 
 async def test_an_answer_without_freshness_is_a_backend_error() -> None:
-    backend = _backend(lambda request: httpx.Response(200, content=b"v"))
-    with pytest.raises(BackendError, match="freshness") as raised:
-        await backend.get("k")
+    async with Scripted(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nv") as backend:
+        with pytest.raises(BackendError, match="freshness") as raised:
+            await backend.get("k")
     assert isinstance(raised.value.__cause__, KeyError)
 
 
-async def test_timeouts_become_backend_timeouts() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
+async def test_a_malformed_answer_is_a_backend_error() -> None:
+    async with Scripted(b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n") as backend:
+        with pytest.raises(BackendError, match="malformed answer"):
+            await backend.get("k")
 
-    with pytest.raises(BackendTimeout) as raised:
-        await _backend(handler).get("k")
-    assert isinstance(raised.value.__cause__, httpx.ReadTimeout)
+
+async def test_a_chunked_answer_is_read() -> None:
+    answer = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n"
+        b"X-Polycache-Fresh-Until: 1e12\r\nX-Polycache-Stale-Until: 1e12\r\n"
+        b"X-Polycache-Expires-At: 1e12\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    async with Scripted(answer) as backend:
+        read = await backend.get("k")
+    assert read is not None and read.value == b"sabcde"  # text/plain: the serializer's str tag
+
+
+async def test_timeouts_become_backend_timeouts() -> None:
+    started = time.monotonic()
+    async with Scripted(None) as backend:
+        with pytest.raises(BackendTimeout, match=r"within 0\.3 s") as raised:
+            await backend.get("k")
+    assert time.monotonic() - started < 1.0
+    assert isinstance(raised.value.__cause__, TimeoutError)
 
 
 async def test_a_dropped_keep_alive_connection_is_retried_once() -> None:
-    attempts = 0
+    # The first connection answers once, then is closed by the server as the second request
+    # arrives (an idle timeout racing the request): the request goes out again on a new one.
+    scripted = Scripted(NOT_FOUND, b"", NOT_FOUND)
+    async with scripted as backend:
+        assert await backend.get("a") is None
+        assert await backend.get("b") is None
+    assert [number for number, _ in scripted.requests] == [1, 1, 2]
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal attempts
-        attempts += 1
-        if attempts == 1:
-            raise httpx.RemoteProtocolError("closed", request=request)
-        return httpx.Response(404)
 
-    assert await _backend(handler).get("k") is None
-    assert attempts == 2
+async def test_every_request_carries_the_token_and_reuses_the_connection() -> None:
+    scripted = Scripted(NOT_FOUND, NOT_FOUND, NOT_FOUND)
+    async with scripted as backend:
+        for key in ("a", "b", "c"):
+            assert await backend.get(key) is None
+    assert [number for number, _ in scripted.requests] == [1, 1, 1]
+    assert all(
+        b"\r\nX-Aws-Parameters-Secrets-Token: t\r\n" in head for _, head in scripted.requests
+    )
+
+
+async def test_concurrent_requests_share_at_most_64_connections() -> None:
+    scripted = Scripted(*[NOT_FOUND] * 300)
+    async with scripted as backend:
+        results = await asyncio.gather(*(backend.get(f"k{number}") for number in range(300)))
+    assert results == [None] * 300
+    assert 1 <= scripted.connections <= 64
+
+
+def test_a_token_that_would_break_the_header_is_refused_unquoted() -> None:
+    with pytest.raises(ConfigurationError, match="printable ASCII") as raised:
+        ExtensionBackend(token="abc\r\nX-Injected: 1")
+    assert "Injected" not in str(raised.value)
 
 
 async def test_non_bytes_values_are_refused() -> None:
-    with pytest.raises(BackendError, match="stores bytes"):
-        await _backend(lambda request: httpx.Response(204)).set("k", entry("text"))  # type: ignore[arg-type]
+    async with Scripted() as backend:
+        with pytest.raises(BackendError, match="stores bytes"):
+            await backend.set("k", entry("text"))  # type: ignore[arg-type]
 
 
 # -- fail-open against a real port ---------------------------------------------------------------
@@ -140,7 +254,7 @@ async def test_no_extension_fails_fast_with_backend_error() -> None:
     with pytest.raises(BackendError, match="cannot reach the extension") as raised:
         await backend.get("k")
     assert time.monotonic() - started < 0.5
-    assert isinstance(raised.value.__cause__, httpx.ConnectError)
+    assert isinstance(raised.value.__cause__, ConnectionRefusedError)
     await backend.aclose()
 
 

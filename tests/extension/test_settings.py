@@ -106,6 +106,10 @@ def test_polycache_variables_win() -> None:
         ("POLYCACHE_EXTENSION_MAX_ITEM_BYTES", "0"),
         ("SECRETS_MANAGER_TIMEOUT_MILLIS", "0"),
         ("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL", "loud"),
+        ("POLYCACHE_EXTENSION_IDLE_TIMEOUT", "0"),
+        ("POLYCACHE_EXTENSION_BODY_TIMEOUT", "soon"),
+        ("POLYCACHE_EXTENSION_MAX_CONNECTIONS", "-3"),
+        ("POLYCACHE_EXTENSION_MAX_INFLIGHT_BYTES", "1000"),
     ],
 )
 def test_bad_values_name_their_variable(variable: str, value: str) -> None:
@@ -129,3 +133,30 @@ def test_the_token_never_shows_in_the_repr() -> None:
 )
 def test_runtime_api_forms(runtime_api: str, base: str) -> None:
     assert api_base_url(runtime_api) == base
+
+
+def test_connection_deadline_and_memory_limits() -> None:
+    defaults = read_settings({})
+    assert (
+        defaults.idle_timeout,
+        defaults.body_timeout,
+        defaults.max_connections,
+        defaults.max_inflight_bytes,
+    ) == (10.0, 5.0, 256, 4 * defaults.max_item_bytes)
+    chosen = read_settings(
+        {
+            "POLYCACHE_EXTENSION_IDLE_TIMEOUT": "2.5",
+            "POLYCACHE_EXTENSION_BODY_TIMEOUT": "1500ms",
+            "POLYCACHE_EXTENSION_MAX_CONNECTIONS": "32",
+            "POLYCACHE_EXTENSION_MAX_ITEM_BYTES": "1000",
+            "POLYCACHE_EXTENSION_MAX_INFLIGHT_BYTES": "3000",
+        }
+    )
+    assert (
+        chosen.idle_timeout,
+        chosen.body_timeout,
+        chosen.max_connections,
+        chosen.max_inflight_bytes,
+    ) == (2.5, 1.5, 32, 3000)
+    # The in-flight budget follows the item limit unless it is given.
+    assert read_settings({"POLYCACHE_EXTENSION_MAX_ITEM_BYTES": "1000"}).max_inflight_bytes == 4000

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -49,6 +50,8 @@ class ExtensionProcess:
         command: What to run; `python -m polycache.extension` if None.
         token: Sent with every request of this class; `AWS_SESSION_TOKEN` of `environment`
             by default.
+        file_limit: The process's `RLIMIT_NOFILE` (soft and hard), set in the child before
+            it runs; the inherited limit if None.
     """
 
     def __init__(
@@ -58,8 +61,10 @@ class ExtensionProcess:
         port: int | None = None,
         command: Sequence[str] | None = None,
         token: str | None = None,
+        file_limit: int | None = None,
     ) -> None:
         self.port = port or free_port()
+        self.file_limit = file_limit
         extra = dict(environment or {})
         self.token = token if token is not None else extra.get("AWS_SESSION_TOKEN")
         self.environment = {
@@ -89,11 +94,18 @@ class ExtensionProcess:
     def start(self, *, wait: bool = True, timeout: float = 20.0) -> ExtensionProcess:
         """Start the process; with `wait`, return once `/health` answers."""
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
+        limit = self.file_limit
+
+        def limit_files() -> None:
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
         self._process = subprocess.Popen(
             self.command,
             env=self.environment,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=limit_files if limit is not None else None,
         )
         if wait:
             self.wait_ready(timeout)
@@ -150,6 +162,16 @@ class ExtensionProcess:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
             return error.code, error.read()
+
+    def memory(self) -> dict[str, int]:
+        """The process's `VmRSS` and `VmHWM` (peak resident memory) in bytes, from /proc."""
+        figures: dict[str, int] = {}
+        with open(f"/proc/{self.pid}/status", encoding="ascii") as status:
+            for line in status:
+                name, _, value = line.partition(":")
+                if name in ("VmRSS", "VmHWM"):
+                    figures[name] = int(value.split()[0]) * 1024
+        return figures
 
     def clear(self) -> None:
         """Forget every key/value entry (`DELETE /v1/kv`)."""
