@@ -23,21 +23,46 @@ SECRET = "s3cr3t-Value-9f2c"
 
 @pytest.mark.moto
 @pytest.mark.parametrize(
-    ("loader_class", "name", "key", "code"),
+    ("loader_class", "name", "key", "what", "code"),
     [
-        (SsmLoader, "/missing/parameter", "ssm:/missing/parameter", "ParameterNotFound"),
+        (
+            SsmLoader,
+            "/missing/parameter",
+            "ssm:/missing/parameter",
+            "SSM parameter '/missing/parameter'",
+            "ParameterNotFound",
+        ),
         (
             SecretsManagerLoader,
             "missing/secret",
             "secretsmanager:missing/secret",
+            "Secrets Manager secret 'missing/secret'",
             "ResourceNotFoundException",
         ),
-        (S3Loader, "present-bucket/missing-key", "s3://present-bucket/missing-key", "NoSuchKey"),
-        (DynamoDbLoader, "present_table?id=1", "dynamodb://present_table?id=1", None),
+        (
+            S3Loader,
+            "present-bucket/missing-key",
+            "s3://present-bucket/missing-key",
+            "S3 object 'present-bucket/missing-key'",
+            "NoSuchKey",
+        ),
+        (
+            DynamoDbLoader,
+            "present_table?id=x1",
+            "dynamodb://present_table?id=x1",
+            "DynamoDB item 'present_table?id=x1'",
+            None,
+        ),
     ],
 )
 async def test_not_found_maps_to_source_not_found(
-    aws: CountingMotoServer, boto: Any, loader_class: Any, name: str, key: str, code: str | None
+    aws: CountingMotoServer,
+    boto: Any,
+    loader_class: Any,
+    name: str,
+    key: str,
+    what: str,
+    code: str | None,
 ) -> None:
     boto("s3").create_bucket(Bucket="present-bucket")
     boto("dynamodb").create_table(
@@ -50,7 +75,9 @@ async def test_not_found_maps_to_source_not_found(
     with pytest.raises(SourceNotFound) as raised:
         await loader_class()(name)
 
-    assert raised.value.key == key
+    # The loader names its source and the name it was given; the key is the Cache's to attach.
+    assert str(raised.value).startswith(f"{what} not found")
+    assert raised.value.key is None
     if code is None:  # a missing DynamoDB item is an empty answer, not an AWS error
         assert "no such item" in str(raised.value)
     else:
@@ -62,18 +89,18 @@ async def test_not_found_maps_to_source_not_found(
     aws.clear_calls()
     assert await cache.get(key, "default") == "default"
     assert await cache.get(key, "again") == "again"
-    assert aws.count() == (2 if loader_class is DynamoDbLoader else 1)  # + DescribeTable
+    assert aws.count() == 1  # DynamoDB too: the key's type is guessed, no DescribeTable
 
 
 LOADERS = [
-    ("ssm", SsmLoader, "/prod/db/url", "ssm:/prod/db/url"),
-    ("secretsmanager", SecretsManagerLoader, "prod/db", "secretsmanager:prod/db"),
-    ("s3", S3Loader, "bucket/key", "s3://bucket/key"),
-    ("dynamodb", DynamoDbLoader, "table?id=1", "dynamodb://table?id=1"),
+    ("ssm", SsmLoader, "/prod/db/url", "SSM parameter '/prod/db/url'"),
+    ("secretsmanager", SecretsManagerLoader, "prod/db", "Secrets Manager secret 'prod/db'"),
+    ("s3", S3Loader, "bucket/key", "S3 object 'bucket/key'"),
+    ("dynamodb", DynamoDbLoader, "table?id=1", "DynamoDB item 'table?id=1'"),
 ]
 
 
-@pytest.mark.parametrize(("scheme", "loader_class", "name", "key"), LOADERS)
+@pytest.mark.parametrize(("scheme", "loader_class", "name", "what"), LOADERS)
 @pytest.mark.parametrize(
     ("code", "status"),
     [
@@ -84,28 +111,31 @@ LOADERS = [
         ("InternalServerError", 500),
     ],
 )
-async def test_other_errors_map_to_loader_error_naming_key_and_code(
-    scheme: str, loader_class: Any, name: str, key: str, code: str, status: int
+async def test_other_errors_map_to_loader_error_naming_source_name_and_code(
+    scheme: str, loader_class: Any, name: str, what: str, code: str, status: int
 ) -> None:
     error = client_error(code, "SomeOperation", status)
     loader = loader_class(clients=clients_returning(FailingClient(error)))
     cache = Cache(ttl=60)
-    cache.register_loader(scheme, loader)
+    # Registered under a scheme of the user's: the message must not invent a key of its own.
+    cache.register_loader("config", loader)
 
     with pytest.raises(LoaderError) as raised:
-        await cache.get(f"{key}")
+        await cache.get(f"config:{name}")
 
     assert not isinstance(raised.value, SourceNotFound)
-    assert key in str(raised.value)
-    assert code in str(raised.value)
-    assert raised.value.key == key
+    message = str(raised.value)
+    assert message == f"loading {what} failed: AWS error {code} during SomeOperation"
+    assert f"{scheme}:" not in message
     assert raised.value.__cause__ is error
 
 
 async def test_errors_that_are_not_client_errors_are_named_too() -> None:
     error = TimeoutError()
     loader = SsmLoader(clients=clients_returning(FailingClient(error)))
-    with pytest.raises(LoaderError, match=r"ssm:/x timed out \(TimeoutError\)") as raised:
+    with pytest.raises(
+        LoaderError, match=r"^loading SSM parameter '/x' timed out \(TimeoutError\)$"
+    ) as raised:
         await loader("/x")
     assert raised.value.__cause__ is error
 
@@ -119,7 +149,7 @@ async def test_batches_map_errors_per_name() -> None:
         "/a": LoaderError,
         "/b": LoaderError,
     }
-    assert values["/a"].key == "ssm:/a"
+    assert str(values["/a"]).startswith("loading SSM parameter '/a' failed")
     assert values["/b"].__cause__ is error
 
 
