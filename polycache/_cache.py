@@ -54,12 +54,13 @@ _running_loop = asyncio.get_running_loop
 
 LoaderT = TypeVar("LoaderT", bound=LoaderFunction)
 
-# Loader schemes that come with polycache; their modules (and aioboto3) load on first use.
+# Loader schemes that come with polycache; their modules (and botocore) load on first use.
 _BUILTIN_LOADERS: Final = {
     "ssm": ("polycache.loaders.ssm", "SsmLoader"),
     "secretsmanager": ("polycache.loaders.secretsmanager", "SecretsManagerLoader"),
     "s3": ("polycache.loaders.s3", "S3Loader"),
     "dynamodb": ("polycache.loaders.dynamodb", "DynamoDbLoader"),
+    "appconfig": ("polycache.loaders.appconfig", "AppConfigLoader"),
 }
 
 

@@ -137,7 +137,8 @@ class AsyncClient:
     """botocore's client for one service, with every operation awaitable.
 
     `await client.get_parameter(Name=...)` runs botocore's `get_parameter` in a worker thread
-    and returns its response unchanged, except that a streaming `Body` becomes an `AsyncBody`.
+    and returns its response unchanged, except that a streamed payload (S3's `Body`) becomes an
+    `AsyncBody`.
     Errors are botocore's own (`ClientError`, `ReadTimeoutError`, ...).
 
     Attributes:
@@ -171,7 +172,7 @@ class AsyncClient:
 
 
 class AsyncBody:
-    """A streaming response body (S3 GetObject) read in worker threads, as aiobotocore's is.
+    """A streamed response payload (S3's `Body`) read in worker threads, as aiobotocore's is.
 
     Use it as `async with body: data = await body.read()`; leaving the block releases the
     connection (or drops it mid-body).
@@ -200,8 +201,11 @@ class AsyncBody:
 
 async def _call(method: Callable[..., Any], /, **arguments: Any) -> Any:
     response = await in_thread(method, **arguments)
-    if isinstance(response, dict) and hasattr(response.get("Body"), "read"):
-        response["Body"] = AsyncBody(response["Body"])
+    if isinstance(response, dict):
+        # A streamed payload (S3's Body, AppConfigData's Configuration) is read in threads too.
+        for field, value in response.items():
+            if hasattr(value, "read") and hasattr(value, "close"):
+                response[field] = AsyncBody(value)
     return response
 
 

@@ -94,8 +94,10 @@ async def test_an_injected_session_is_used(aws: CountingMotoServer) -> None:
 
     made: list[str] = []
 
-    class RecordingSession(botocore.session.Session):  # type: ignore[misc]
-        def create_client(self, service: str, *arguments: Any, **keywords: Any) -> Any:
+    class RecordingSession(botocore.session.Session):
+        def create_client(  # type: ignore[override]  # records, then defers to botocore
+            self, service: str, *arguments: Any, **keywords: Any
+        ) -> Any:
             made.append(service)
             return super().create_client(service, *arguments, **keywords)
 

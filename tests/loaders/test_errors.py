@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import traceback
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from polycache import Cache, LoaderError, SourceNotFound
+from polycache import Cache, JsonSerializer, LoaderError, SerializationError, SourceNotFound
 from polycache.loaders import _aws
 from polycache.loaders.dynamodb import DynamoDbLoader
 from polycache.loaders.s3 import S3Loader
@@ -190,3 +192,67 @@ def test_error_code_reads_client_errors_and_anything_else() -> None:
     assert _aws.error_code(ValueError("x")) == "ValueError"
     original = LoaderError("already ours", key="k")
     assert _aws.translate_error(original, "other") is original
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """The error and every exception reachable through __cause__ and __context__."""
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or any(current is known for known in seen):
+            continue
+        seen.append(current)
+        pending += [current.__cause__, current.__context__]
+    return seen
+
+
+def _assert_no_secret_in_chain(error: BaseException) -> None:
+    texts = [text for each in _chain(error) for text in (repr(each), str(each), repr(each.args))]
+    texts.append("".join(traceback.format_exception(error)))
+    for text in texts:
+        assert SECRET not in text
+        assert "hunter2" not in text
+    # The decoding errors keep the document (`.doc`, `.object`): none of them is in the chain.
+    assert not any(
+        isinstance(each, UnicodeDecodeError | json.JSONDecodeError) for each in _chain(error)
+    )
+
+
+SECRET_BYTES = b'{"password": "hunter2-\xff-' + SECRET.encode() + b'"'
+
+
+@pytest.mark.moto
+@pytest.mark.parametrize(
+    "value", [SECRET_BYTES, SECRET_BYTES.replace(b"\xff", b"!")], ids=["undecodable", "unparsable"]
+)
+async def test_no_secret_in_the_chain_of_a_failed_json_transform(
+    aws: CountingMotoServer, boto: Any, value: bytes
+) -> None:
+    boto("secretsmanager").create_secret(Name="prod/binary", SecretBinary=value)
+
+    with pytest.raises(LoaderError) as raised:
+        await SecretsManagerLoader(transform="json")("prod/binary")
+
+    message = str(raised.value)
+    assert message.startswith("cannot apply transform 'json' to Secrets Manager secret")
+    # The kind and the position stay; the bytes go.
+    assert ("position 22" in message) if b"\xff" in value else ("line 1 column" in message)
+    _assert_no_secret_in_chain(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("stored", "where"),
+    [
+        (b"j" + SECRET_BYTES, "position 22"),
+        (b"j" + SECRET_BYTES.replace(b"\xff", b"!"), "line 1 column"),
+        (b"s\xffhunter2" + SECRET.encode(), "position 0"),
+    ],
+    ids=["json-undecodable", "json-unparsable", "str-undecodable"],
+)
+def test_no_secret_in_the_chain_of_an_unreadable_stored_value(stored: bytes, where: str) -> None:
+    with pytest.raises(SerializationError) as raised:
+        JsonSerializer().loads(stored)
+
+    assert where in str(raised.value)
+    _assert_no_secret_in_chain(raised.value)

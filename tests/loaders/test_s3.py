@@ -82,7 +82,9 @@ async def test_missing_keys_and_buckets(aws: CountingMotoServer, bucket: str) ->
 async def test_the_size_limit(aws: CountingMotoServer, bucket: str) -> None:
     with pytest.raises(LoaderError, match=r"over max_bytes=100") as raised:
         await S3Loader(max_bytes=100)("models/v3/config.json")
-    assert str(raised.value) == "S3 object 'models/v3/config.json' is 1900 bytes, over max_bytes=100"
+    assert str(raised.value) == (
+        "S3 object 'models/v3/config.json' is 1900 bytes, over max_bytes=100"
+    )
     assert (await S3Loader(max_bytes=len(BODY))("models/v3/config.json")).value == BODY
 
 
@@ -114,7 +116,9 @@ async def test_transform_on_objects(aws: CountingMotoServer, boto: Any, bucket: 
 
     assert (await S3Loader(transform="auto")("models/app/settings.json")).value == {"level": 3}
     assert (await S3Loader(transform="auto")("models/app/notes.txt")).value == b"plain"
-    with pytest.raises(LoaderError, match=r"not valid JSON \(JSONDecodeError: Extra data at line 1 column 39\)"):
+    with pytest.raises(
+        LoaderError, match=r"not valid JSON \(JSONDecodeError: Extra data at line 1 column 39\)"
+    ):
         await S3Loader(transform="json")("models/v3/config.json")
 
 

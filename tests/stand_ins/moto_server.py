@@ -142,7 +142,7 @@ def _operation(environ: dict[str, Any]) -> str | None:
 def _key_type_mismatch(environ: dict[str, Any]) -> bool:
     """Whether a GetItem's key gives an attribute a type other than the table's (as DynamoDB
     checks); the request body is put back for moto to read."""
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.dynamodb.models import dynamodb_backends
 
     length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -154,7 +154,7 @@ def _key_type_mismatch(environ: dict[str, Any]) -> bool:
         table = dynamodb_backends[DEFAULT_ACCOUNT_ID][region].tables[request["TableName"]]
     except (ValueError, KeyError, IndexError):
         return False  # moto answers what is wrong with it
-    expected = {table.hash_key_attr: table.hash_key_type}
+    expected: dict[str, str | None] = {table.hash_key_attr: table.hash_key_type}
     if table.range_key_attr is not None:
         expected[table.range_key_attr] = table.range_key_type
     return any(
@@ -168,7 +168,8 @@ def _scope(environ: dict[str, Any]) -> list[str]:
     authorization = environ.get("HTTP_AUTHORIZATION", "")
     if "Credential=" not in authorization:
         return []
-    return authorization.split("Credential=", 1)[1].split(",", 1)[0].split("/")
+    scope: list[str] = authorization.split("Credential=", 1)[1].split(",", 1)[0].split("/")
+    return scope
 
 
 def seed_json(server: CountingMotoServer, path: str, body: dict[str, Any]) -> None:
