@@ -33,6 +33,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -326,22 +327,71 @@ def compile_bytecode() -> None:
     )
 
 
-def cold_starts(
-    scripts: dict[str, str], environment: dict[str, str], runs: int
-) -> dict[str, list[tuple[float, float]]]:
+@dataclass(frozen=True, slots=True)
+class ColdStart:
+    """A script run by a fresh `python` with `environment`."""
+
+    code: str
+    environment: dict[str, str]
+    python: str = sys.executable
+
+
+Samples = dict[str, list[tuple[float, float]]]
+
+
+def cold_starts(contenders: dict[str, ColdStart], runs: int) -> Samples:
     """(wall, CPU) milliseconds per fresh process, contenders alternated (the order rotates)."""
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in scripts}
-    names = list(scripts)
+    samples: Samples = {name: [] for name in contenders}
+    names = list(contenders)
     for run in range(runs):
         shift = run % len(names)
         for name in names[shift:] + names[:shift]:
-            samples[name].append(cold_start_ms(scripts[name], environment))
+            contender = contenders[name]
+            samples[name].append(
+                cold_start_ms(contender.code, contender.environment, contender.python)
+            )
     return samples
 
 
-def print_cold_starts(
-    samples: dict[str, list[tuple[float, float]]], base: str, title: str
-) -> dict[str, float]:
+def layer_cold_starts(environment: dict[str, str], runs: int) -> None:
+    """Build the layer with and without bytecode; time a function importing from each tree.
+
+    The function runs on the base interpreter (no virtualenv), with the unpacked layer's
+    `python/` first on its path as Lambda puts /opt/python, and writes no bytecode, as on
+    Lambda's read-only /opt.
+    """
+    import tempfile
+
+    python = os.path.join(sys.base_prefix, "bin", "python3")
+    contenders: dict[str, ColdStart] = {}
+    with tempfile.TemporaryDirectory(prefix="polycache-layer-bench-") as scratch:
+        print("\n# the Lambda layer (scripts/build_layer.py --dependencies environment)")
+        for label, extra in (("with .pyc", []), ("sources only", ["--no-bytecode"])):
+            tree = os.path.join(scratch, label.replace(" ", "-"))
+            archive = f"{tree}.zip"
+            subprocess.run(
+                [sys.executable, "scripts/build_layer.py", "--dependencies", "environment",
+                 "--tree", tree, "--output", archive, *extra],
+                check=True, capture_output=True, timeout=600,
+            )  # fmt: skip
+            print(f"  layer {label:<14} {os.path.getsize(archive) / 1e6:6.1f} MB zipped")
+            layer_environment = {
+                **environment,
+                "PYTHONPATH": os.path.join(tree, "python"),
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "PYTHONNOUSERSITE": "1",
+            }
+            contenders[f"polycache, layer {label}"] = ColdStart(
+                COLD_POLYCACHE, layer_environment, python
+            )
+        cold_starts(contenders, 1)  # warms the OS file cache
+        samples = cold_starts(contenders, runs)
+    print_cold_starts(
+        samples, "polycache, layer sources only", "cold start from the unpacked layer"
+    )
+
+
+def print_cold_starts(samples: Samples, base: str, title: str) -> dict[str, float]:
     """Print wall and CPU medians with their ratios to `base`; return the wall medians."""
     wall = {name: statistics.median(wall for wall, _ in values) for name, values in samples.items()}
     cpu = {name: statistics.median(cpu for _, cpu in values) for name, values in samples.items()}
@@ -421,15 +471,20 @@ def main(argv: list[str] | None = None) -> int:
             **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
             "PYTHONPATH": os.getcwd(),
         }
+        contenders = {name: ColdStart(code, environment) for name, code in COLD_STARTS.items()}
         if not options.quick:
             compile_bytecode()
-            cold_starts(COLD_STARTS, environment, 1)  # warms the OS file cache for all
-        samples = cold_starts(COLD_STARTS, environment, colds)
+            cold_starts(contenders, 1)  # warms the OS file cache for all
+        samples = cold_starts(contenders, colds)
         print_cold_starts(
             samples, "powertools parameters", "cold start: import + first invocation (3 lookups)"
         )
         print("  goal: polycache <= 0.90x powertools parameters")
         print(f"  (aiobotocore import alone in this environment: {sdk_import_ms():.0f} ms)")
+        if options.quick:
+            print("\n# the Lambda layer: not built in --quick mode")
+        else:
+            layer_cold_starts(environment, colds)
     finally:
         close_clients()
         server.stop()
