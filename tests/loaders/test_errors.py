@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import traceback
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from polycache import Cache, JsonSerializer, LoaderError, SerializationError, SourceNotFound
+from polycache import (
+    Cache,
+    ConfigurationError,
+    JsonSerializer,
+    LoaderError,
+    SerializationError,
+    SourceNotFound,
+)
 from polycache.loaders import _aws
+from polycache.loaders.appconfig import AppConfigLoader
 from polycache.loaders.dynamodb import DynamoDbLoader
 from polycache.loaders.s3 import S3Loader
 from polycache.loaders.secretsmanager import SecretsManagerLoader
@@ -256,3 +265,42 @@ def test_no_secret_in_the_chain_of_an_unreadable_stored_value(stored: bytes, whe
 
     assert where in str(raised.value)
     _assert_no_secret_in_chain(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("loader_class", "scheme"),
+    [
+        (SsmLoader, "ssm"),
+        (SecretsManagerLoader, "secretsmanager"),
+        (S3Loader, "s3"),
+        (DynamoDbLoader, "dynamodb"),
+        (AppConfigLoader, "appconfig"),
+    ],
+)
+def test_a_missing_extra_fails_at_construction(
+    monkeypatch: pytest.MonkeyPatch, loader_class: Any, scheme: str
+) -> None:
+    monkeypatch.setitem(sys.modules, "botocore", None)  # as if botocore were not installed
+
+    with pytest.raises(ConfigurationError) as raised:
+        loader_class()
+
+    assert str(raised.value) == (
+        f"the {scheme}: loader needs its extra: pip install 'polycache[aws]' "
+        "(botocore is not installed)"
+    )
+    # Clients of the caller's own need no botocore of ours.
+    loader_class(clients=clients_returning(FailingClient(ValueError())))
+
+
+async def test_a_missing_extra_fails_at_the_first_key_of_its_scheme(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "botocore", None)
+    with pytest.raises(ConfigurationError, match=r"pip install 'polycache\[aws\]'"):
+        await Cache().get("ssm:/prod/db/url")
+
+
+def test_the_appconfig_agent_needs_no_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "botocore", None)
+    assert "agent" in repr(AppConfigLoader(agent=True, environ={}))
