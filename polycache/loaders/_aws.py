@@ -155,13 +155,13 @@ class AsyncClient:
     def __repr__(self) -> str:
         return f"AsyncClient({self.meta.service_model.service_name!r})"
 
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+    def __getattr__(self, name: str) -> Any:
         operation = self._operations.get(name)
         if operation is None:
-            method = getattr(self._client, name)
-            if not callable(method):
-                raise AttributeError(name)
-            operation = functools.partial(_call, method)
+            attribute = getattr(self._client, name)
+            if not callable(attribute):
+                return attribute  # `exceptions` and other plain attributes, as they are
+            operation = functools.partial(_call, attribute)
             self._operations[name] = operation
         return operation
 

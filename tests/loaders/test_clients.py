@@ -30,6 +30,7 @@ async def test_one_client_per_service_on_a_loop(aws: CountingMotoServer) -> None
     assert config.read_timeout == _aws.READ_TIMEOUT
     assert config.max_pool_connections == _aws.MAX_CONCURRENCY
     assert ssm.meta.endpoint_url == aws.url
+    assert ssm.exceptions.ParameterNotFound.__name__ == "ParameterNotFound"
 
 
 def test_every_loop_shares_one_client(aws: CountingMotoServer, boto: Any) -> None:
