@@ -1,4 +1,4 @@
-"""polycache's AWS loaders against Powertools `parameters`, lambda-cache and raw aioboto3.
+"""polycache's AWS loaders against Powertools `parameters`, lambda-cache, raw aioboto3 and botocore.
 
 Run: .venv/bin/python -m benchmarks.bench_aws [--quick]
 
@@ -15,7 +15,9 @@ DynamoDB item; each contender uses its own cache with a 300 s max age:
 
 Figures are medians over interleaved rounds (the machine is noisy), as ratios to polycache, and
 AWS calls per 1000 invocations as counted by the moto server. Cold start: a fresh process
-importing the library and serving its first invocation, polycache against Powertools.
+importing the library and serving its first invocation (bytecode compiled first), polycache
+against Powertools and against a bare script making the same three calls on botocore clients
+in worker threads (polycache's transport with nothing around it), contenders alternated.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -254,20 +258,152 @@ handler({{}}, None)
 print((time.perf_counter() - started) * 1000)
 """
 
+# What polycache's transport does, with nothing around it: the floor for polycache's own work.
+COLD_BOTOCORE = """
+import time
+started = time.perf_counter()
+import asyncio
+import botocore.session
+session = botocore.session.Session()
+clients = {{}}
+def call(service, operation, **arguments):
+    if service not in clients:
+        clients[service] = session.create_client(service)
+    return getattr(clients[service], operation)(**arguments)
+async def handler(event, context):
+    return (
+        await asyncio.to_thread(call, "ssm", "get_parameter", Name="{parameter}",
+                                WithDecryption=True),
+        await asyncio.to_thread(call, "secretsmanager", "get_secret_value", SecretId="{secret}"),
+        await asyncio.to_thread(call, "dynamodb", "get_item", TableName="{table}",
+                                Key={{"id": {{"S": "{item}"}}}}),
+    )
+asyncio.run(handler({{}}, None))
+print((time.perf_counter() - started) * 1000)
+"""
 
-def cold_start_ms(code: str, environment: dict[str, str]) -> float:
+COLD_STARTS = {
+    "polycache": COLD_POLYCACHE,
+    "powertools parameters": COLD_POWERTOOLS,
+    "bare botocore in threads": COLD_BOTOCORE,
+}
+
+
+def cold_start_ms(
+    code: str, environment: dict[str, str], python: str = sys.executable
+) -> tuple[float, float]:
+    """Wall milliseconds the script reports, and the CPU milliseconds its process used.
+
+    CPU time (user + system, every thread, interpreter start-up included) is the steadier
+    figure on a shared machine; wall time is what Lambda bills.
+    """
     source = textwrap.dedent(code).format(
         parameter=PARAMETER, secret=SECRET, table=TABLE, item=ITEM_ID
     )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(
-        [sys.executable, "-c", source],
+        [python, "-c", source],
         capture_output=True,
         text=True,
         timeout=120,
         env=environment,
         check=True,
     )
-    return float(result.stdout.strip().splitlines()[-1])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+    return float(result.stdout.strip().splitlines()[-1]), cpu
+
+
+def compile_bytecode() -> None:
+    """Write .pyc for everything the cold starts import, as a deployment that ships them."""
+    import site
+
+    roots = [os.path.join(os.getcwd(), "polycache"), *site.getsitepackages()]
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "-j", "0", *roots],
+        capture_output=True,
+        check=False,  # an unrelated file that does not compile must not stop the benchmark
+        timeout=600,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ColdStart:
+    """A script run by a fresh `python` with `environment`."""
+
+    code: str
+    environment: dict[str, str]
+    python: str = sys.executable
+
+
+Samples = dict[str, list[tuple[float, float]]]
+
+
+def cold_starts(contenders: dict[str, ColdStart], runs: int) -> Samples:
+    """(wall, CPU) milliseconds per fresh process, contenders alternated (the order rotates)."""
+    samples: Samples = {name: [] for name in contenders}
+    names = list(contenders)
+    for run in range(runs):
+        shift = run % len(names)
+        for name in names[shift:] + names[:shift]:
+            contender = contenders[name]
+            samples[name].append(
+                cold_start_ms(contender.code, contender.environment, contender.python)
+            )
+    return samples
+
+
+def layer_cold_starts(environment: dict[str, str], runs: int) -> None:
+    """Build the layer with and without bytecode; time a function importing from each tree.
+
+    The function runs on the base interpreter (no virtualenv), with the unpacked layer's
+    `python/` first on its path as Lambda puts /opt/python, and writes no bytecode, as on
+    Lambda's read-only /opt.
+    """
+    import tempfile
+
+    python = os.path.join(sys.base_prefix, "bin", "python3")
+    contenders: dict[str, ColdStart] = {}
+    with tempfile.TemporaryDirectory(prefix="polycache-layer-bench-") as scratch:
+        print("\n# the Lambda layer (scripts/build_layer.py --dependencies environment)")
+        for label, extra in (("with .pyc", []), ("sources only", ["--no-bytecode"])):
+            tree = os.path.join(scratch, label.replace(" ", "-"))
+            archive = f"{tree}.zip"
+            subprocess.run(
+                [sys.executable, "scripts/build_layer.py", "--dependencies", "environment",
+                 "--tree", tree, "--output", archive, *extra],
+                check=True, capture_output=True, timeout=600,
+            )  # fmt: skip
+            print(f"  layer {label:<14} {os.path.getsize(archive) / 1e6:6.1f} MB zipped")
+            layer_environment = {
+                **environment,
+                "PYTHONPATH": os.path.join(tree, "python"),
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "PYTHONNOUSERSITE": "1",
+            }
+            contenders[f"polycache, layer {label}"] = ColdStart(
+                COLD_POLYCACHE, layer_environment, python
+            )
+        cold_starts(contenders, 1)  # warms the OS file cache
+        samples = cold_starts(contenders, runs)
+    print_cold_starts(
+        samples, "polycache, layer sources only", "cold start from the unpacked layer"
+    )
+
+
+def print_cold_starts(samples: Samples, base: str, title: str) -> dict[str, float]:
+    """Print wall and CPU medians with their ratios to `base`; return the wall medians."""
+    wall = {name: statistics.median(wall for wall, _ in values) for name, values in samples.items()}
+    cpu = {name: statistics.median(cpu for _, cpu in values) for name, values in samples.items()}
+    runs = len(next(iter(samples.values())))
+    print(f"\n# {title}, medians of {runs} alternated fresh processes")
+    print(f"  {'contender':<28} {'wall':>10} {'ratio':>7} {'CPU':>10} {'ratio':>7}   (vs {base})")
+    for name in samples:
+        print(
+            f"  {name:<28} {wall[name]:>7.1f} ms {wall[name] / wall[base]:>6.2f}x "
+            f"{cpu[name]:>7.1f} ms {cpu[name] / cpu[base]:>6.2f}x"
+        )
+    return wall
 
 
 def sdk_import_ms() -> float:
@@ -302,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fast smoke run")
     options = parser.parse_args(argv)
-    per_round, rounds, raw_calls, colds = (100, 2, 20, 1) if options.quick else (2000, 7, 300, 7)
+    per_round, rounds, raw_calls, colds = (100, 2, 20, 1) if options.quick else (2000, 7, 300, 11)
 
     server = CountingMotoServer().start()
     os.environ.update(server.environment())
@@ -330,23 +466,25 @@ def main(argv: list[str] | None = None) -> int:
             "is lambda_handler's sync-to-async entry)"
         )
 
-        # Bytecode is written and reused, as in a deployment package that ships .pyc files.
+        # Bytecode is written first and reused, as in a deployment package that ships .pyc files.
         environment = {
             **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
             "PYTHONPATH": os.getcwd(),
         }
-        cold: dict[str, list[float]] = {"polycache": [], "powertools parameters": []}
+        contenders = {name: ColdStart(code, environment) for name, code in COLD_STARTS.items()}
         if not options.quick:
-            cold_start_ms(COLD_POLYCACHE, environment)  # warms the OS file cache for both
-            cold_start_ms(COLD_POWERTOOLS, environment)
-        for _ in range(colds):
-            cold["polycache"].append(cold_start_ms(COLD_POLYCACHE, environment))
-            cold["powertools parameters"].append(cold_start_ms(COLD_POWERTOOLS, environment))
-        medians = {name: statistics.median(values) for name, values in cold.items()}
-        print(f"\n# cold start: import + first invocation, fresh process, median of {colds}")
-        for name, value in medians.items():
-            print(f"  {name:<28} {value:>9.1f} ms {value / medians['polycache']:>12.2f}x")
+            compile_bytecode()
+            cold_starts(contenders, 1)  # warms the OS file cache for all
+        samples = cold_starts(contenders, colds)
+        print_cold_starts(
+            samples, "powertools parameters", "cold start: import + first invocation (3 lookups)"
+        )
+        print("  goal: polycache <= 0.90x powertools parameters")
         print(f"  (aiobotocore import alone in this environment: {sdk_import_ms():.0f} ms)")
+        if options.quick:
+            print("\n# the Lambda layer: not built in --quick mode")
+        else:
+            layer_cold_starts(environment, colds)
     finally:
         close_clients()
         server.stop()

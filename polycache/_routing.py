@@ -17,12 +17,13 @@ from polycache._policy import Policy
 
 __all__ = ["LoaderTable", "Route", "check_async_callable", "zero_argument_route"]
 
-# Loader schemes that come with polycache; their modules (and the AWS SDK) load on first use.
+# Loader schemes that come with polycache; their modules (and botocore) load on first use.
 BUILTIN_LOADERS: Final = {
     "ssm": ("polycache.loaders.ssm", "SsmLoader"),
     "secretsmanager": ("polycache.loaders.secretsmanager", "SecretsManagerLoader"),
     "s3": ("polycache.loaders.s3", "S3Loader"),
     "dynamodb": ("polycache.loaders.dynamodb", "DynamoDbLoader"),
+    "appconfig": ("polycache.loaders.appconfig", "AppConfigLoader"),
 }
 
 

@@ -6,7 +6,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from polycache._errors import ConfigurationError, SerializationError
 
-__all__ = ["JsonSerializer", "PickleSerializer", "Serializer", "serializer_from"]
+__all__ = [
+    "InvalidDocumentError",
+    "JsonSerializer",
+    "PickleSerializer",
+    "Serializer",
+    "invalid_document",
+    "serializer_from",
+]
 
 # One tag byte says how the rest was encoded, so that str and bytes round-trip exactly and
 # cost no JSON encoding at all.
@@ -14,6 +21,35 @@ _STR = b"s"
 _BYTES = b"b"
 _JSON = b"j"
 _PICKLE = b"p"
+
+
+class InvalidDocumentError(ValueError):
+    """A document that could not be parsed, described by kind and position only.
+
+    Stands in for `json.JSONDecodeError` and `UnicodeDecodeError` in error chains: those keep the
+    whole document (`.doc`) or the undecodable bytes (`.object`, and in their `repr`), and the
+    document may be a secret.
+    """
+
+
+def invalid_document(exc: ValueError) -> InvalidDocumentError:
+    """Describe a JSON or text decoding error without any byte of the document.
+
+    Args:
+        exc: The error `json.loads` or `bytes.decode` raised.
+
+    Returns:
+        An `InvalidDocumentError` naming the error's type, reason and position.
+    """
+    import json  # already imported by whoever raised a JSONDecodeError
+
+    if isinstance(exc, json.JSONDecodeError):
+        where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    elif isinstance(exc, UnicodeDecodeError):
+        where = f"{exc.encoding} cannot decode the byte at position {exc.start}: {exc.reason}"
+    else:
+        where = "unreadable"
+    return InvalidDocumentError(f"{type(exc).__name__}: {where}")
 
 
 @runtime_checkable
@@ -89,7 +125,13 @@ class JsonSerializer:
             if tag == _JSON:
                 return json.loads(body)
         except ValueError as exc:
-            raise SerializationError(f"stored value is not valid {tag!r} data: {exc}") from exc
+            cause: InvalidDocumentError | None = invalid_document(exc)
+        else:
+            cause = None
+        if cause is not None:
+            # Raised outside the handler, so that the original error (which holds the stored
+            # bytes) is neither the cause nor the context of this one.
+            raise SerializationError(f"stored value is not valid {tag!r} data ({cause})") from cause
         raise SerializationError(
             f"stored value has tag {tag!r}, which the JSON serializer does not read "
             "(written by another serializer?)"

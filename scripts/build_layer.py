@@ -2,13 +2,21 @@
 
     extensions/polycache-extension   the launcher Lambda starts at INIT (a POSIX sh script)
     python/polycache/...             the package
-    python/<dependencies>            aiohttp, aioboto3, PyYAML and what they need
+    python/<dependencies>            aiohttp, botocore, PyYAML and what they need
+    **/__pycache__/*.cpython-3XX.pyc bytecode for the target Python, unchecked-hash based
+
+Lambda unpacks a layer onto a read-only /opt, where Python cannot write the bytecode it compiles:
+without .pyc files every cold start compiles every module it imports again. So the layer ships
+them, compiled by an interpreter of the target version (this one, or `python3.X` on PATH) in
+unchecked-hash mode: the zip's fixed timestamps cannot make them stale, and no import reads the
+source to check them.
 
 Usage:
     python scripts/build_layer.py                          # wheels for Lambda x86_64, Python 3.11
     python scripts/build_layer.py --architecture arm64 --python-version 3.12
     python scripts/build_layer.py --dependencies environment   # copy this environment's (offline)
     python scripts/build_layer.py --tree build/layer           # also leave the unpacked tree
+    python scripts/build_layer.py --no-bytecode                # sources only (not advised)
 
 `--dependencies wheels` (the default) installs manylinux wheels for the Lambda platform with
 `uv pip install --target` (or pip); `environment` copies the distributions installed here, which
@@ -33,7 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "polycache"
-DEFAULT_REQUIREMENTS = ("aiohttp>=3.9", "aioboto3>=13", "pyyaml>=6")
+DEFAULT_REQUIREMENTS = ("aiohttp>=3.9", "botocore>=1.35", "pyyaml>=6")
 PLATFORMS = {"x86_64": "x86_64-manylinux2014", "arm64": "aarch64-manylinux2014"}
 PIP_PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 # Fixed timestamps make the zip depend on its contents only.
@@ -77,6 +85,30 @@ def write_tree(
         _install_wheels(site, requirements, architecture, python_version)
     elif dependencies == "environment":
         _copy_environment(site, requirements)
+
+
+def compile_bytecode(tree: Path, python_version: str) -> int:
+    """Compile every .py under `tree` for `python_version`; return how many .pyc were written.
+
+    Raises:
+        SystemExit: No interpreter of that version is at hand.
+    """
+    current = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if current == python_version:
+        python: str | None = sys.executable
+    else:
+        python = shutil.which(f"python{python_version}")
+    if python is None:
+        raise SystemExit(
+            f"no python{python_version} to compile the layer's bytecode with: install one, "
+            f"build for {current} (--python-version {current}), or pass --no-bytecode"
+        )
+    command = [python, "-m", "compileall", "-q", "-q", "-j", "0"]
+    command += ["--invalidation-mode", "unchecked-hash", str(tree)]
+    # Files a dependency ships that are not valid Python (templates, tests for other versions)
+    # are left as they are: compileall reports them and goes on.
+    subprocess.run(command, check=False)
+    return sum(1 for _ in tree.rglob("*.pyc"))
 
 
 def _install_wheels(
@@ -166,11 +198,17 @@ def main(arguments: list[str] | None = None) -> int:
         "--requirement",
         action="append",
         dest="requirements",
-        help="a dependency to ship (repeatable; default: aiohttp, aioboto3, pyyaml)",
+        help="a dependency to ship (repeatable; default: aiohttp, botocore, pyyaml)",
     )
     parser.add_argument("--architecture", choices=tuple(PLATFORMS), default="x86_64")
     parser.add_argument("--python-version", default="3.11")
     parser.add_argument("--tree", type=Path, help="also keep the unpacked layer here")
+    parser.add_argument(
+        "--no-bytecode",
+        dest="bytecode",
+        action="store_false",
+        help="ship sources only (every cold start then compiles what it imports)",
+    )
     options = parser.parse_args(arguments)
     with tempfile.TemporaryDirectory(prefix="polycache-layer-") as scratch:
         tree = options.tree or Path(scratch) / "layer"
@@ -183,9 +221,10 @@ def main(arguments: list[str] | None = None) -> int:
             architecture=options.architecture,
             python_version=options.python_version,
         )
+        compiled = compile_bytecode(tree, options.python_version) if options.bytecode else 0
         write_zip(tree, options.output)
     size = options.output.stat().st_size
-    print(f"wrote {options.output} ({size / 1e6:.1f} MB)")
+    print(f"wrote {options.output} ({size / 1e6:.1f} MB, {compiled} .pyc files)")
     return 0
 
 

@@ -1,6 +1,7 @@
 """Loaders: where a value comes from on a miss.
 
-Built in, by key scheme (each needs `pip install 'polycache[aws]'`, imported on first use):
+Built in, by key scheme (each needs `pip install 'polycache[aws]'`, botocore; imported on first
+use):
 
 | key | loader |
 |---|---|
@@ -8,6 +9,7 @@ Built in, by key scheme (each needs `pip install 'polycache[aws]'`, imported on 
 | `secretsmanager:name` | `polycache.loaders.secretsmanager.SecretsManagerLoader` |
 | `s3://bucket/key` | `polycache.loaders.s3.S3Loader` |
 | `dynamodb://table?attr=value` | `polycache.loaders.dynamodb.DynamoDbLoader` |
+| `appconfig:application/environment/profile` | `polycache.loaders.appconfig.AppConfigLoader` |
 
 Any `async def load(name) -> value` is a loader too: see `Cache.register_loader`.
 """

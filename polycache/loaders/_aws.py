@@ -1,35 +1,44 @@
 """Shared AWS plumbing for the built-in loaders: session, clients, and error translation.
 
-One aioboto3 session per process and one client per service per event loop, created on first
-use and reused across invocations (connection reuse is the first rule of Lambda performance).
-aioboto3, aiobotocore and botocore are imported here, and only when a client is first needed,
-so that `import polycache` stays cheap on a cold start.
+The loaders call AWS through botocore's own clients: one botocore session per process and one
+client per service, created on first use and reused by every event loop and invocation
+(connection reuse is the first rule of Lambda performance). botocore clients are thread-safe
+and bound to no event loop, so each call runs in a small pool of worker threads while the loop
+goes on; `asyncio.run()` per invocation needs no rebuilt client. botocore is imported here, and
+only when a client is first needed, so that `import polycache` stays cheap on a cold start.
+aioboto3 is not used: aiobotocore imports aiohttp unconditionally, which alone costs more than
+the whole cold-start budget (see docs/lambda.md, "Cold start").
 
 Every AWS error a loader meets is translated by `translate_error` (through `translating`), so
-that "not found" means `SourceNotFound` and everything else `LoaderError` in all four loaders.
+that "not found" means `SourceNotFound` and everything else `LoaderError` in all the loaders.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
-import importlib.util
+import functools
 import os
+import threading
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import Any, Final
 
 from polycache._errors import ConfigurationError, LoaderError, PolycacheError, SourceNotFound
-from polycache._loop_bound import LoopBound
 
 __all__ = [
     "CONNECT_TIMEOUT",
     "MAX_ATTEMPTS",
+    "MAX_CONCURRENCY",
     "READ_TIMEOUT",
+    "AsyncBody",
+    "AsyncClient",
     "ClientFactory",
     "client",
     "client_factory",
     "close_clients",
     "error_code",
+    "in_thread",
     "translate_error",
     "translating",
     "use_session",
@@ -47,41 +56,55 @@ READ_TIMEOUT: Final = 5.0
 MAX_ATTEMPTS: Final = 3
 """Attempts per call (botocore's standard retry mode), unless `AWS_MAX_ATTEMPTS` says otherwise."""
 
+MAX_CONCURRENCY: Final = 10
+"""AWS calls in flight at once (worker threads), and connections kept per service."""
+
+# Guards the session, the clients and the executor: they are made by whichever thread needs
+# them first, and botocore's session is not safe to build clients from concurrently.
+_lock = threading.Lock()
 _session: Any = None
-_clients: dict[str, LoopBound[Any]] = {}
+_clients: dict[str, AsyncClient] = {}
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
 
 
 def use_session(session: Any | None) -> None:
-    """Use `session` (an `aioboto3.Session`) for every client from now on.
+    """Use `session` (a `botocore.session.Session`) for every client from now on.
 
-    Clients already made keep working on their loop until `close_clients`; new ones come from
-    this session. Pass None to go back to the default session built from the environment.
+    Clients already made are closed; new ones come from this session. Pass None to go back to
+    the default session built from the environment.
 
     Args:
-        session: An `aioboto3.Session` (a named profile, explicit credentials), or None.
+        session: A `botocore.session.Session` (a named profile, explicit credentials), or None.
     """
     global _session
-    _session = session
-    _clients.clear()
+    with _lock:
+        _session = session
+        stale = list(_clients.values())
+        _clients.clear()
+    for made in stale:
+        made.close()
 
 
-async def client(service: str) -> Any:
-    """Return the shared client for `service` on the running event loop, creating it if needed.
+async def client(service: str) -> AsyncClient:
+    """Return the shared client for `service`, creating it on first use.
+
+    The client is made in a worker thread (loading a service model takes milliseconds of
+    CPU and file reads) and then shared by every caller, thread and event loop of the process.
 
     Args:
         service: A botocore service name: `"ssm"`, `"secretsmanager"`, `"s3"`, `"dynamodb"`.
 
     Returns:
-        An aiobotocore client, reused by every caller on this loop; do not close it yourself.
+        An `AsyncClient`: botocore's client with each operation awaitable; do not close it.
 
     Raises:
-        ConfigurationError: aioboto3 is not installed.
+        ConfigurationError: botocore is not installed.
     """
-    bound = _clients.get(service)
-    if bound is None:
-        bound = LoopBound(lambda: _create_client(service), _close_client)
-        _clients[service] = bound
-    return await bound.get()
+    made = _clients.get(service)
+    if made is not None:
+        return made
+    created: AsyncClient = await in_thread(_create_client, service)
+    return created
 
 
 def client_factory(clients: ClientFactory | None) -> ClientFactory:
@@ -92,22 +115,140 @@ def client_factory(clients: ClientFactory | None) -> ClientFactory:
 
 
 async def close_clients() -> None:
-    """Close every client made on the running loop; the next `client` call makes new ones."""
-    bounds = list(_clients.values())
-    _clients.clear()
-    for bound in bounds:
-        await bound.aclose()
+    """Close every shared client (their connections); the next `client` call makes new ones."""
+    with _lock:
+        made = list(_clients.values())
+        _clients.clear()
+    for each in made:
+        each.close()
+
+
+async def in_thread(function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Run a blocking `function(*args, **kwargs)` in polycache's AWS worker threads.
+
+    A caller that is cancelled stops waiting at once; the call itself ends within botocore's
+    connect and read timeouts.
+    """
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_pool(), functools.partial(function, *args, **kwargs))
+
+
+class AsyncClient:
+    """botocore's client for one service, with every operation awaitable.
+
+    `await client.get_parameter(Name=...)` runs botocore's `get_parameter` in a worker thread
+    and returns its response unchanged, except that a streamed payload (S3's `Body`) becomes an
+    `AsyncBody`.
+    Errors are botocore's own (`ClientError`, `ReadTimeoutError`, ...).
+
+    Attributes:
+        meta: The botocore client's `meta` (its config, endpoint URL, region).
+    """
+
+    __slots__ = ("_client", "_operations", "meta")
+
+    def __init__(self, botocore_client: Any) -> None:
+        self._client = botocore_client
+        self._operations: dict[str, Callable[..., Awaitable[Any]]] = {}
+        self.meta = botocore_client.meta
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.meta.service_model.service_name!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        operation = self._operations.get(name)
+        if operation is None:
+            attribute = getattr(self._client, name)
+            if not callable(attribute):
+                return attribute  # `exceptions` and other plain attributes, as they are
+            operation = functools.partial(_call, attribute)
+            self._operations[name] = operation
+        return operation
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        with contextlib.suppress(Exception):
+            self._client.close()
+
+
+class AsyncBody:
+    """A streamed response payload (S3's `Body`) read in worker threads, as aiobotocore's is.
+
+    Use it as `async with body: data = await body.read()`; leaving the block releases the
+    connection (or drops it mid-body).
+    """
+
+    __slots__ = ("_body",)
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    async def read(self, amount: int | None = None) -> bytes:
+        """Read up to `amount` bytes (all of them with None); b"" at the end."""
+        data: bytes = await in_thread(self._body.read, amount)
+        return data
+
+    def close(self) -> None:
+        """Release the connection."""
+        self._body.close()
+
+    async def __aenter__(self) -> AsyncBody:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+async def _call(method: Callable[..., Any], /, **arguments: Any) -> Any:
+    response = await in_thread(method, **arguments)
+    if isinstance(response, dict):
+        # A streamed payload (S3's Body, AppConfigData's Configuration) is read in threads too.
+        for field, value in response.items():
+            if hasattr(value, "read") and hasattr(value, "close"):
+                response[field] = AsyncBody(value)
+    return response
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        with _lock:
+            if _executor is None:
+                # Not the loop's default executor: that one is shut down with each
+                # asyncio.run(), and these threads serve every loop of the process.
+                _executor = concurrent.futures.ThreadPoolExecutor(
+                    MAX_CONCURRENCY, thread_name_prefix="polycache-aws"
+                )
+    return _executor
+
+
+def _create_client(service: str) -> AsyncClient:
+    global _session
+    with _lock:
+        made = _clients.get(service)
+        if made is not None:
+            return made
+        if _session is None:
+            _session = _default_session()
+        made = AsyncClient(
+            _session.create_client(
+                service,
+                config=_client_config(),
+                endpoint_url=_endpoint_url(service),
+                region_name=_region(),
+            )
+        )
+        _clients[service] = made
+        return made
 
 
 def _default_session() -> Any:
-    global _session
-    if _session is None:
-        if importlib.util.find_spec("aioboto3") is None:
-            raise ConfigurationError("the AWS loaders need aioboto3: pip install 'polycache[aws]'")
-        import aioboto3
+    from polycache._extras import require_extra
 
-        _session = aioboto3.Session()
-    return _session
+    require_extra("the AWS loaders", "aws", "botocore")
+    import botocore.session
+
+    return botocore.session.Session()
 
 
 def _client_config() -> Any:
@@ -122,12 +263,13 @@ def _client_config() -> Any:
         retries=retries,  # type: ignore[arg-type]
         connect_timeout=CONNECT_TIMEOUT,
         read_timeout=READ_TIMEOUT,
+        max_pool_connections=MAX_CONCURRENCY,
     )
 
 
 def _endpoint_url(service: str) -> str | None:
     # botocore reads these too, but only when its session is made; reading them per client
-    # lets a process (or a test) point a new loop's clients somewhere else.
+    # lets a process (or a test) point new clients somewhere else after close_clients().
     if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
         return None
     specific = f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}"
@@ -136,22 +278,6 @@ def _endpoint_url(service: str) -> str | None:
 
 def _region() -> str | None:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
-
-
-async def _create_client(service: str) -> Any:
-    session = _default_session()
-    context = session.client(
-        service,
-        config=_client_config(),
-        endpoint_url=_endpoint_url(service),
-        region_name=_region(),
-    )
-    return await context.__aenter__()
-
-
-async def _close_client(aws_client: Any) -> None:
-    with contextlib.suppress(Exception):
-        await aws_client.close()
 
 
 def error_code(exc: BaseException) -> str:
@@ -176,16 +302,18 @@ def error_code(exc: BaseException) -> str:
 
 
 def translate_error(
-    exc: BaseException, key: str, *, not_found: Collection[str] = ()
+    exc: BaseException, what: str, *, not_found: Collection[str] = ()
 ) -> LoaderError:
-    """Translate an error from AWS into polycache's error for `key` (the caller chains it).
+    """Translate an error from AWS into polycache's error about `what` (the caller chains it).
 
-    The message names the key, the AWS error code and the operation, never AWS's message text
-    or any value, so that no secret can leak through it.
+    The message names the source and the name the loader was given, the AWS error code and the
+    operation, never AWS's message text or any value, so that no secret can leak through it.
+    It names no cache key: a loader may be registered under any scheme, and the Cache, which
+    knows the key, attaches it.
 
     Args:
         exc: The exception the AWS call raised.
-        key: The cache key being loaded (`"ssm:/prod/db/url"`).
+        what: The source and name being loaded (`"SSM parameter '/prod/db/url'"`).
         not_found: The error codes that mean the name does not exist for this source.
 
     Returns:
@@ -199,22 +327,22 @@ def translate_error(
     during = f" during {operation}" if operation else ""
     error: LoaderError
     if code in not_found:
-        error = SourceNotFound(f"{key} not found ({code}{during})", key=key)
+        error = SourceNotFound(f"{what} not found ({code}{during})")
     elif isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        error = LoaderError(f"loading {key} timed out ({code}{during})", key=key)
+        error = LoaderError(f"loading {what} timed out ({code}{during})")
     else:
-        error = LoaderError(f"loading {key} failed: AWS error {code}{during}", key=key)
+        error = LoaderError(f"loading {what} failed: AWS error {code}{during}")
     # Chained here too, for errors a batch returns instead of raising.
     error.__cause__ = exc
     return error
 
 
 @contextlib.contextmanager
-def translating(key: str, *, not_found: Collection[str] = ()) -> Iterator[None]:
+def translating(what: str, *, not_found: Collection[str] = ()) -> Iterator[None]:
     """Translate any non-polycache exception raised inside the block (see `translate_error`).
 
     Args:
-        key: The cache key being loaded.
+        what: The source and name being loaded (`"SSM parameter '/prod/db/url'"`).
         not_found: The error codes that mean the name does not exist.
 
     Raises:
@@ -226,4 +354,4 @@ def translating(key: str, *, not_found: Collection[str] = ()) -> Iterator[None]:
     except PolycacheError:
         raise
     except Exception as exc:
-        raise translate_error(exc, key, not_found=not_found) from exc
+        raise translate_error(exc, what, not_found=not_found) from exc

@@ -12,6 +12,7 @@ import json
 from typing import Any, Literal, get_args
 
 from polycache._errors import ConfigurationError, LoaderError
+from polycache._serializers import invalid_document
 
 __all__ = ["Transform", "apply_transform", "check_transform"]
 
@@ -55,21 +56,22 @@ def _chosen(transform: Transform, name: str) -> Literal["json", "binary"] | None
     return None
 
 
-def apply_transform(value: Any, transform: Transform | None, *, name: str, key: str) -> Any:
+def apply_transform(value: Any, transform: Transform | None, *, name: str, what: str) -> Any:
     """Apply `transform` to a loaded `value` (str or bytes).
 
     Args:
         value: The value as the source returned it.
         transform: The transform, or None to return `value` unchanged.
         name: The name after the scheme, whose suffix `auto` looks at.
-        key: The cache key, for the error message.
+        what: The source and name, for the error message (`"SSM parameter '/a'"`).
 
     Returns:
         The parsed JSON, the decoded bytes, or `value` itself.
 
     Raises:
-        LoaderError: The value is not valid JSON or base64. The message names the key and the
-            parse error's position, never the value.
+        LoaderError: The value is not valid JSON or base64. The message names the source, the
+            parse error's kind and position, never the value; the chained error holds no part
+            of the value either.
     """
     if transform is None:
         return value
@@ -78,26 +80,20 @@ def apply_transform(value: Any, transform: Transform | None, *, name: str, key: 
         return value
     if not isinstance(value, str | bytes | bytearray):
         raise LoaderError(
-            f"cannot apply transform {chosen!r} to {key}: expected str or bytes, "
-            f"got {type(value).__name__}",
-            key=key,
+            f"cannot apply transform {chosen!r} to {what}: expected str or bytes, "
+            f"got {type(value).__name__}"
         )
     if chosen == "json":
         try:
             return json.loads(value)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            # Only the position: the exception's own text never quotes the document.
-            where = (
-                f"line {exc.lineno} column {exc.colno}"
-                if isinstance(exc, json.JSONDecodeError)
-                else f"byte {exc.start}"
-            )
-            raise LoaderError(
-                f"cannot apply transform 'json' to {key}: not valid JSON ({where})", key=key
-            ) from exc
+        except ValueError as exc:
+            cause = invalid_document(exc)
+        raise LoaderError(
+            f"cannot apply transform 'json' to {what}: not valid JSON ({cause})"
+        ) from cause
     try:
         return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise LoaderError(
-            f"cannot apply transform 'binary' to {key}: not valid base64", key=key
-        ) from exc
+    except (binascii.Error, ValueError):
+        pass
+    # binascii's message quotes no data, but it is dropped all the same: one rule for values.
+    raise LoaderError(f"cannot apply transform 'binary' to {what}: not valid base64")

@@ -6,9 +6,11 @@
 | `dynamodb://orders?customer=7&order=2024-01` | GetItem (partition and sort key) | as above |
 | `dynamodb://users?id=42#email` | GetItem projecting one attribute | that attribute's value |
 
-The key's attribute types are learned once per table (DescribeTable), so `id=42` works whether
-`id` is a string or a number. Numbers come back as `int` or `float`, never `Decimal`; sets as
-sorted lists.
+The key's attribute types are guessed from the key on a table's first read (`42` is a number,
+`user-42` a string) and kept once DynamoDB accepts them; only when it rejects the guess is the
+table described (DescribeTable, once per table), so `id=42` works whether `id` is a string or a
+number, and the usual first read costs one GetItem, as in Powertools. Numbers come back as
+`int` or `float`, never `Decimal`; sets as sorted lists.
 `Cache.get_many` loads in batches of one hundred keys (BatchGetItem, unprocessed keys retried).
 """
 
@@ -24,12 +26,15 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from polycache._errors import ConfigurationError, LoaderError, SourceNotFound
+from polycache._extras import require_extra
 from polycache.loaders import _aws
 from polycache.loaders._transform import Transform, apply_transform, check_transform
 
 __all__ = ["DynamoDbLoader"]
 
 _NOT_FOUND: Final = frozenset[str]()
+# DynamoDB's answer to a key whose attributes or types do not match the table's key schema.
+_SCHEMA_MISMATCH: Final = "ValidationException"
 _BATCH_SIZE: Final = 100
 _UNPROCESSED_ATTEMPTS: Final = 6
 _UNPROCESSED_BACKOFF: Final = 0.05
@@ -46,18 +51,17 @@ class _ItemName:
 
 def _parse(name: str) -> _ItemName:
     if not isinstance(name, str):
-        raise ConfigurationError(f"a dynamodb: key name must be a str, got {name!r}")
+        raise ConfigurationError(f"DynamoDbLoader needs a str name, got {name!r}")
     rest, _, attribute = name.partition("#")
     table, _, query = rest.partition("?")
     pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
     if not table or not pairs:
         raise ConfigurationError(
-            f"a dynamodb: key must look like dynamodb://table?attr=value[&attr2=value2], "
-            f"got dynamodb://{name}"
+            f"DynamoDbLoader needs a name like table?attr=value[&attr2=value2], got {name!r}"
         )
     names = [field for field, _ in pairs]
     if len(set(names)) != len(names):
-        raise ConfigurationError(f"dynamodb://{name}: a key attribute is given twice")
+        raise ConfigurationError(f"DynamoDB item {name!r}: a key attribute is given twice")
     return _ItemName(table, tuple(pairs), urllib.parse.unquote(attribute) or None)
 
 
@@ -112,7 +116,7 @@ class DynamoDbLoader:
             `#attribute` suffix takes precedence.
         transform: `"json"`, `"binary"` or `"auto"` applied to a projected attribute's value.
         clients: Returns the client for a service name; defaults to polycache's shared
-            clients (one per event loop). Inject one to use your own session or a test double.
+            botocore clients. Inject one to use your own session or a test double.
 
     Example:
         ```python
@@ -144,12 +148,15 @@ class DynamoDbLoader:
             raise ConfigurationError(
                 f"attribute must be a non-empty str or None, got {attribute!r}"
             )
+        if clients is None:
+            require_extra("the dynamodb: loader", "aws", "botocore")
         self._consistent_read = consistent_read
         self._attribute = attribute
         self._transform = check_transform(transform)
         self._clients = _aws.client_factory(clients)
-        # Table -> its key schema (attribute -> S, N or B), learned once; and the learning in
-        # flight, shared by concurrent callers on one loop.
+        # Table -> its key schema (attribute -> S, N or B), learned once (from a guess DynamoDB
+        # accepted, or described); and the description in flight, shared by concurrent callers
+        # on one loop.
         self._schemas: dict[str, dict[str, str]] = {}
         self._learning: dict[str, asyncio.Future[dict[str, str]]] = {}
 
@@ -168,28 +175,46 @@ class DynamoDbLoader:
         Raises:
             SourceNotFound: No such item, or the item has not got the projected attribute.
             LoaderError: The key does not match the table's key schema, the table does not
-                exist, or any other failure, naming the key and the AWS error code.
+                exist, or any other failure, naming the item and the AWS error code.
             ConfigurationError: A name that is not `table?attr=value`.
         """
         parsed = _parse(name)
-        key = f"dynamodb://{name}"
-        item_key = await self._item_key(parsed, key)
+        what = _what(name)
+        schema = self._schemas.get(parsed.table)
+        guessed = schema is None
+        if schema is None:
+            schema = _guessed_schema(parsed)
         attribute = parsed.attribute or self._attribute
         arguments: dict[str, Any] = {
             "TableName": parsed.table,
-            "Key": item_key,
+            "Key": _item_key(parsed, schema, what),
             "ConsistentRead": self._consistent_read,
         }
         if attribute is not None:
             arguments["ProjectionExpression"] = "#a"
             arguments["ExpressionAttributeNames"] = {"#a": attribute}
         client = await self._clients("dynamodb")
-        with _aws.translating(key, not_found=_NOT_FOUND):
+        try:
             response = await client.get_item(**arguments)
+        except Exception as exc:
+            if not guessed or _aws.error_code(exc) != _SCHEMA_MISMATCH:
+                raise _aws.translate_error(exc, what, not_found=_NOT_FOUND) from exc
+            # The guess was wrong (a string key that looks like a number, a sort key left out):
+            # ask the table, then read again with its own schema.
+            described = await self._schema(parsed.table, what)
+            if described == schema:
+                raise _aws.translate_error(exc, what, not_found=_NOT_FOUND) from exc
+            arguments["Key"] = _item_key(parsed, described, what)
+            with _aws.translating(what, not_found=_NOT_FOUND):
+                response = await client.get_item(**arguments)
+        else:
+            if guessed:
+                # DynamoDB validates the key against the schema: accepted means learned.
+                self._schemas.setdefault(parsed.table, schema)
         item = response.get("Item")
         if item is None:
-            raise SourceNotFound(f"{key} not found (no such item)", key=key)
-        return self._value(item, attribute, name, key)
+            raise SourceNotFound(f"{what} not found (no such item)")
+        return self._value(item, attribute, name)
 
     async def load_many(self, names: Sequence[str]) -> Mapping[str, Any]:
         """Load several items with BatchGetItem, a hundred keys a call.
@@ -202,10 +227,10 @@ class DynamoDbLoader:
         # (table, attribute) -> key fingerprint -> the names of that item.
         groups: dict[tuple[str, str | None], dict[Any, list[str]]] = {}
         for name in names:
-            key = f"dynamodb://{name}"
             try:
                 parsed = _parse(name)
-                item_key = await self._item_key(parsed, key)
+                what = _what(name)
+                item_key = _item_key(parsed, await self._schema(parsed.table, what), what)
             except Exception as exc:  # reported per name, never sinking the batch
                 results[name] = exc
                 continue
@@ -217,7 +242,7 @@ class DynamoDbLoader:
             group[fingerprint].append(name)
         calls = []
         for (table, attribute), group in groups.items():
-            schema = await self._schema(table, f"dynamodb://{table}")
+            schema = await self._schema(table, f"DynamoDB table {table!r}")
             keys = [_key_from_fingerprint(fingerprint) for fingerprint in group]
             for start in range(0, len(keys), _BATCH_SIZE):
                 chunk = keys[start : start + _BATCH_SIZE]
@@ -257,8 +282,9 @@ class DynamoDbLoader:
             for item_key in chunk:
                 for name in group.get(_key_fingerprint(item_key), []):
                     if name not in results:
-                        key = f"dynamodb://{name}"
-                        results[name] = _aws.translate_error(failure, key, not_found=_NOT_FOUND)
+                        results[name] = _aws.translate_error(
+                            failure, _what(name), not_found=_NOT_FOUND
+                        )
         return results
 
     async def _batch_get(
@@ -279,48 +305,19 @@ class DynamoDbLoader:
 
     def _guarded_value(self, item: Mapping[str, Any], attribute: str | None, name: str) -> Any:
         try:
-            return self._value(item, attribute, name, f"dynamodb://{name}")
+            return self._value(item, attribute, name)
         except Exception as exc:  # one bad value, not the batch
             return exc
 
-    def _value(self, item: Mapping[str, Any], attribute: str | None, name: str, key: str) -> Any:
+    def _value(self, item: Mapping[str, Any], attribute: str | None, name: str) -> Any:
         if attribute is None:
             return {field: _plain(value) for field, value in item.items()}
+        what = _what(name)
         if attribute not in item:
-            raise SourceNotFound(f"{key} not found (the item has no {attribute!r})", key=key)
-        return apply_transform(_plain(item[attribute]), self._transform, name=attribute, key=key)
+            raise SourceNotFound(f"{what} not found (the item has no {attribute!r})")
+        return apply_transform(_plain(item[attribute]), self._transform, name=attribute, what=what)
 
-    async def _item_key(self, parsed: _ItemName, key: str) -> dict[str, Any]:
-        schema = await self._schema(parsed.table, key)
-        given = dict(parsed.key)
-        if set(given) != set(schema):
-            raise LoaderError(
-                f"{key}: table {parsed.table!r} is keyed by {sorted(schema)}, got {sorted(given)}",
-                key=key,
-            )
-        item_key: dict[str, Any] = {}
-        for field, kind in schema.items():
-            text = given[field]
-            if kind == "N":
-                try:
-                    Decimal(text)
-                except InvalidOperation as exc:
-                    raise LoaderError(
-                        f"{key}: {field} is a number key, got {text!r}", key=key
-                    ) from exc
-                item_key[field] = {"N": text}
-            elif kind == "B":
-                try:
-                    item_key[field] = {"B": base64.b64decode(text, validate=True)}
-                except (binascii.Error, ValueError) as exc:
-                    raise LoaderError(
-                        f"{key}: {field} is a binary key, expected base64, got {text!r}", key=key
-                    ) from exc
-            else:
-                item_key[field] = {"S": text}
-        return item_key
-
-    async def _schema(self, table: str, key: str) -> dict[str, str]:
+    async def _schema(self, table: str, what: str) -> dict[str, str]:
         schema = self._schemas.get(table)
         if schema is not None:
             return schema
@@ -331,7 +328,7 @@ class DynamoDbLoader:
         learning = loop.create_future()
         self._learning[table] = learning
         try:
-            schema = await self._describe(table, key)
+            schema = await self._describe(table, what)
         except BaseException as exc:
             if isinstance(exc, Exception):
                 learning.set_exception(exc)
@@ -347,9 +344,9 @@ class DynamoDbLoader:
         learning.set_result(schema)
         return schema
 
-    async def _describe(self, table: str, key: str) -> dict[str, str]:
+    async def _describe(self, table: str, what: str) -> dict[str, str]:
         client = await self._clients("dynamodb")
-        with _aws.translating(key, not_found=_NOT_FOUND):
+        with _aws.translating(what, not_found=_NOT_FOUND):
             response = await client.describe_table(TableName=table)
         description = response["Table"]
         types = {
@@ -360,6 +357,49 @@ class DynamoDbLoader:
             element["AttributeName"]: types.get(element["AttributeName"], "S")
             for element in description["KeySchema"]
         }
+
+
+def _what(name: str) -> str:
+    return f"DynamoDB item {name!r}"
+
+
+def _guessed_schema(parsed: _ItemName) -> dict[str, str]:
+    """The key schema the name suggests: a value that reads as a number is a number."""
+    schema: dict[str, str] = {}
+    for field, text in parsed.key:
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            number = None
+        schema[field] = "N" if number is not None and number.is_finite() else "S"
+    return schema
+
+
+def _item_key(parsed: _ItemName, schema: Mapping[str, str], what: str) -> dict[str, Any]:
+    given = dict(parsed.key)
+    if set(given) != set(schema):
+        raise LoaderError(
+            f"{what}: table {parsed.table!r} is keyed by {sorted(schema)}, got {sorted(given)}"
+        )
+    item_key: dict[str, Any] = {}
+    for field, kind in schema.items():
+        text = given[field]
+        if kind == "N":
+            try:
+                Decimal(text)
+            except InvalidOperation:
+                raise LoaderError(f"{what}: {field} is a number key, got {text!r}") from None
+            item_key[field] = {"N": text}
+        elif kind == "B":
+            try:
+                item_key[field] = {"B": base64.b64decode(text, validate=True)}
+            except (binascii.Error, ValueError):
+                raise LoaderError(
+                    f"{what}: {field} is a binary key, expected base64, got {text!r}"
+                ) from None
+        else:
+            item_key[field] = {"S": text}
+    return item_key
 
 
 class _Unprocessed(Exception):  # noqa: N818 - named after the AWS field it reports

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, Final
 
 from polycache._contracts import Loaded
 from polycache._errors import ConfigurationError, LoaderError
+from polycache._extras import require_extra
 from polycache.loaders import _aws
 from polycache.loaders._transform import Transform, apply_transform, check_transform
 
@@ -35,7 +36,7 @@ def _split(name: str) -> tuple[str, str]:
         bucket, _, object_key = name.partition("/")
         if bucket and object_key:
             return bucket, object_key
-    raise ConfigurationError(f"an s3: key must look like s3://bucket/key, got s3://{name}")
+    raise ConfigurationError(f"S3Loader needs a name like bucket/key, got {name!r}")
 
 
 class S3Loader:
@@ -50,7 +51,7 @@ class S3Loader:
         transform: `"json"`, `"binary"` or `"auto"` (by the key's suffix) applied to the bytes
             (not with `directory`).
         clients: Returns the client for a service name; defaults to polycache's shared
-            clients (one per event loop). Inject one to use your own session or a test double.
+            botocore clients. Inject one to use your own session or a test double.
 
     Example:
         ```python
@@ -79,6 +80,8 @@ class S3Loader:
             raise ConfigurationError(
                 "S3Loader takes directory (the value is a file path) or transform, not both"
             )
+        if clients is None:
+            require_extra("the s3: loader", "aws", "botocore")
         self._max_bytes = max_bytes
         self._directory = None if directory is None else Path(directory)
         self._transform = check_transform(transform)
@@ -99,7 +102,7 @@ class S3Loader:
 
         Raises:
             SourceNotFound: No such key.
-            LoaderError: Over `max_bytes`, or any other failure (naming the key and the AWS
+            LoaderError: Over `max_bytes`, or any other failure (naming the object and the AWS
                 error code).
             ConfigurationError: A name without a bucket and a key.
         """
@@ -117,8 +120,8 @@ class S3Loader:
             the object is unchanged (S3 answered 304: no body was sent).
         """
         bucket, object_key = _split(name)
-        key = f"s3://{name}"
-        target = self._target(bucket, object_key, key)
+        what = f"S3 object {name!r}"
+        target = self._target(bucket, object_key, what)
         if target is not None and not target.exists():
             # This environment has not got the file (a value shared through a remote backend).
             validator = None
@@ -131,46 +134,44 @@ class S3Loader:
         except Exception as exc:
             if validator is not None and _aws.error_code(exc) in _NOT_MODIFIED:
                 return Loaded(None, validator=validator, modified=False)
-            raise _aws.translate_error(exc, key, not_found=_NOT_FOUND) from exc
+            raise _aws.translate_error(exc, what, not_found=_NOT_FOUND) from exc
         etag = response.get("ETag")
-        with _aws.translating(key, not_found=_NOT_FOUND):
-            value = await self._read(response, key, target)
+        with _aws.translating(what, not_found=_NOT_FOUND):
+            value = await self._read(response, what, target)
         if target is None:
-            value = apply_transform(value, self._transform, name=name, key=key)
+            value = apply_transform(value, self._transform, name=name, what=what)
         return Loaded(value, validator=etag)
 
-    def _target(self, bucket: str, object_key: str, key: str) -> Path | None:
+    def _target(self, bucket: str, object_key: str, what: str) -> Path | None:
         if self._directory is None:
             return None
         root = self._directory.resolve()
         target = (root / bucket / object_key).resolve()
         if not target.is_relative_to(root) or target == root:
-            raise ConfigurationError(f"{key}: the object key leads outside {root}")
+            raise ConfigurationError(f"{what}: the object key leads outside {root}")
         return target
 
-    async def _read(self, response: Mapping[str, Any], key: str, target: Path | None) -> Any:
+    async def _read(self, response: Mapping[str, Any], what: str, target: Path | None) -> Any:
         body = response["Body"]
         # Leaving the block releases the connection to the pool, or drops it mid-body.
         async with body:
             length = response.get("ContentLength")
             if self._max_bytes is not None and length is not None and length > self._max_bytes:
-                raise LoaderError(
-                    f"{key} is {length} bytes, over max_bytes={self._max_bytes}", key=key
-                )
+                raise LoaderError(f"{what} is {length} bytes, over max_bytes={self._max_bytes}")
             if target is None:
                 data: bytes = await body.read()
-                self._check_size(len(data), key)
+                self._check_size(len(data), what)
                 return data
-            return await self._write(body, key, target)
+            return await self._write(body, what, target)
 
-    async def _write(self, body: Any, key: str, target: Path) -> str:
+    async def _write(self, body: Any, what: str, target: Path) -> str:
         # File work runs in a thread: a slow disk must not stall the event loop.
         file, partial = await asyncio.to_thread(_open_partial, target)
         try:
             written = 0
             while chunk := await body.read(_CHUNK_BYTES):
                 written += len(chunk)
-                self._check_size(written, key)
+                self._check_size(written, what)
                 await asyncio.to_thread(file.write, chunk)
             await asyncio.to_thread(_commit, file, partial, target)
         except BaseException:
@@ -178,11 +179,9 @@ class S3Loader:
             raise
         return str(target)
 
-    def _check_size(self, size: int, key: str) -> None:
+    def _check_size(self, size: int, what: str) -> None:
         if self._max_bytes is not None and size > self._max_bytes:
-            raise LoaderError(
-                f"{key} is over max_bytes={self._max_bytes} ({size} bytes read)", key=key
-            )
+            raise LoaderError(f"{what} is over max_bytes={self._max_bytes} ({size} bytes read)")
 
 
 def _open_partial(target: Path) -> tuple[BinaryIO, str]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from polycache._errors import ConfigurationError, SourceNotFound
+from polycache._extras import require_extra
 from polycache.loaders import _aws
 from polycache.loaders._transform import Transform, apply_transform, check_transform
 
@@ -38,15 +39,15 @@ class _SecretName:
 
 def _parse(name: str) -> _SecretName:
     if not isinstance(name, str) or not name:
-        raise ConfigurationError(f"a secretsmanager: key needs a secret name, got {name!r}")
+        raise ConfigurationError(f"SecretsManagerLoader needs a secret name, got {name!r}")
     secret_id, _, query = name.partition("?")
     if not secret_id:
-        raise ConfigurationError(f"a secretsmanager: key needs a secret name, got {name!r}")
+        raise ConfigurationError(f"SecretsManagerLoader needs a secret name, got {name!r}")
     selector: dict[str, str] = {}
     for field, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
         if field not in _SELECTORS or not value:
             raise ConfigurationError(
-                f"secretsmanager:{name}: expected ?versionStage=STAGE or ?versionId=ID, "
+                f"secret {name!r}: expected ?versionStage=STAGE or ?versionId=ID, "
                 f"got {field!r}={value!r}"
             )
         selector[_SELECTORS[field]] = value
@@ -60,7 +61,7 @@ class SecretsManagerLoader:
         version_stage: The stage to read when the key names none (AWS's default: `AWSCURRENT`).
         transform: `"json"`, `"binary"` or `"auto"` (by the name's suffix) applied to each value.
         clients: Returns the client for a service name; defaults to polycache's shared
-            clients (one per event loop). Inject one to use your own session or a test double.
+            botocore clients. Inject one to use your own session or a test double.
 
     Example:
         ```python
@@ -82,6 +83,8 @@ class SecretsManagerLoader:
             raise ConfigurationError(
                 f"version_stage must be a non-empty str or None, got {version_stage!r}"
             )
+        if clients is None:
+            require_extra("the secretsmanager: loader", "aws", "botocore")
         self._version_stage = version_stage
         self._transform = check_transform(transform)
         self._clients = _aws.client_factory(clients)
@@ -100,16 +103,15 @@ class SecretsManagerLoader:
 
         Raises:
             SourceNotFound: No such secret, or no such version of it.
-            LoaderError: Any other failure, naming the key and the AWS error code.
+            LoaderError: Any other failure, naming the secret and the AWS error code.
             ConfigurationError: An empty name or an unknown selector.
         """
         parsed = _parse(name)
-        key = f"secretsmanager:{name}"
         arguments: dict[str, Any] = {"SecretId": parsed.secret_id, **self._selector(parsed)}
         client = await self._clients("secretsmanager")
-        with _aws.translating(key, not_found=_NOT_FOUND):
+        with _aws.translating(_what(name), not_found=_NOT_FOUND):
             response = await client.get_secret_value(**arguments)
-        return self._value(response, name, key)
+        return self._value(response, name)
 
     async def load_many(self, names: Sequence[str]) -> Mapping[str, Any]:
         """Load several secrets with BatchGetSecretValue, twenty a call.
@@ -172,8 +174,7 @@ class SecretsManagerLoader:
                     results.update(outcome)
                 return results
             for name in unread:
-                key = f"secretsmanager:{name}"
-                results[name] = _aws.translate_error(exc, key, not_found=_NOT_FOUND)
+                results[name] = _aws.translate_error(exc, _what(name), not_found=_NOT_FOUND)
             return results
 
     def _record_error(
@@ -182,16 +183,17 @@ class SecretsManagerLoader:
         name = error.get("SecretId")
         if name not in wanted:
             return
-        key = f"secretsmanager:{name}"
         code = str(error.get("ErrorCode") or "UnknownError")
         if code in _NOT_FOUND:
-            results[name] = SourceNotFound(f"{key} not found ({code})", key=key)
+            results[name] = SourceNotFound(f"{_what(name)} not found ({code})")
         else:
-            results[name] = _aws.translate_error(_BatchError(code), key, not_found=_NOT_FOUND)
+            results[name] = _aws.translate_error(
+                _BatchError(code), _what(name), not_found=_NOT_FOUND
+            )
 
     def _guarded_value(self, secret: Mapping[str, Any], name: str) -> Any:
         try:
-            return self._value(secret, name, f"secretsmanager:{name}")
+            return self._value(secret, name)
         except Exception as exc:  # one bad value, not the batch
             return exc
 
@@ -202,14 +204,18 @@ class SecretsManagerLoader:
             return {"VersionStage": self._version_stage}
         return {}
 
-    def _value(self, response: Mapping[str, Any], name: str, key: str) -> Any:
+    def _value(self, response: Mapping[str, Any], name: str) -> Any:
         if response.get("SecretString") is not None:
             value: Any = response["SecretString"]
         else:
             value = response.get("SecretBinary")
             if value is None:
-                raise SourceNotFound(f"{key} has no value in this version", key=key)
-        return apply_transform(value, self._transform, name=name, key=key)
+                raise SourceNotFound(f"{_what(name)} has no value in this version")
+        return apply_transform(value, self._transform, name=name, what=_what(name))
+
+
+def _what(name: str) -> str:
+    return f"Secrets Manager secret {name!r}"
 
 
 class _BatchError(Exception):

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from polycache._errors import ConfigurationError, SourceNotFound
+from polycache._extras import require_extra
 from polycache.loaders import _aws
 from polycache.loaders._transform import Transform, apply_transform, check_transform
 
@@ -45,7 +46,7 @@ class SsmLoader:
         recursive: For a path key (`ssm:/app/prod/`), include parameters in sub-paths, named
             relative to the path (`db/url`).
         clients: Returns the client for a service name; defaults to polycache's shared
-            clients (one per event loop). Inject one to use your own session or a test double.
+            botocore clients. Inject one to use your own session or a test double.
 
     Example:
         ```python
@@ -68,6 +69,8 @@ class SsmLoader:
             raise ConfigurationError(f"decrypt must be a bool, got {decrypt!r}")
         if not isinstance(recursive, bool):
             raise ConfigurationError(f"recursive must be a bool, got {recursive!r}")
+        if clients is None:
+            require_extra("the ssm: loader", "aws", "botocore")
         self._decrypt = decrypt
         self._transform = check_transform(transform)
         self._recursive = recursive
@@ -87,16 +90,16 @@ class SsmLoader:
 
         Raises:
             SourceNotFound: No such parameter, version or label.
-            LoaderError: Any other failure, naming the key and the AWS error code.
+            LoaderError: Any other failure, naming the parameter and the AWS error code.
             ConfigurationError: An empty name.
         """
-        key = self._key(name)
+        what = _what(name)
         if name.endswith("/"):
-            return await self._load_path(name, key)
+            return await self._load_path(name, what)
         client = await self._clients("ssm")
-        with _aws.translating(key, not_found=_NOT_FOUND):
+        with _aws.translating(what, not_found=_NOT_FOUND):
             response = await client.get_parameter(Name=name, WithDecryption=self._decrypt)
-        return self._value(response["Parameter"], name, key)
+        return self._value(response["Parameter"], name)
 
     async def load_many(self, names: Sequence[str]) -> Mapping[str, Any]:
         """Load several names with GetParameters, ten a call; paths and selectors one by one.
@@ -136,8 +139,7 @@ class SsmLoader:
             response = await client.get_parameters(Names=chunk, WithDecryption=self._decrypt)
         except Exception as exc:  # the chunk's error belongs to each of its names
             return {
-                name: _aws.translate_error(exc, self._key(name), not_found=_NOT_FOUND)
-                for name in chunk
+                name: _aws.translate_error(exc, _what(name), not_found=_NOT_FOUND) for name in chunk
             }
         wanted = set(chunk)
         results: dict[str, Any] = {}
@@ -145,16 +147,16 @@ class SsmLoader:
             for candidate in (parameter.get("Name"), parameter.get("ARN")):
                 if candidate in wanted:
                     try:
-                        results[candidate] = self._value(parameter, candidate, self._key(candidate))
+                        results[candidate] = self._value(parameter, candidate)
                     except Exception as exc:  # one bad value, not the batch
                         results[candidate] = exc
                     break
         for name in response.get("InvalidParameters", []):
             if name in wanted:
-                results[name] = SourceNotFound(f"{self._key(name)} not found", key=self._key(name))
+                results[name] = SourceNotFound(f"{_what(name)} not found (InvalidParameters)")
         return results
 
-    async def _load_path(self, path: str, key: str) -> dict[str, Any]:
+    async def _load_path(self, path: str, what: str) -> dict[str, Any]:
         client = await self._clients("ssm")
         values: dict[str, Any] = {}
         arguments: dict[str, Any] = {
@@ -163,26 +165,29 @@ class SsmLoader:
             "WithDecryption": self._decrypt,
             "MaxResults": _PAGE_SIZE,
         }
-        with _aws.translating(key, not_found=_NOT_FOUND):
+        with _aws.translating(what, not_found=_NOT_FOUND):
             while True:
                 response = await client.get_parameters_by_path(**arguments)
                 for parameter in response.get("Parameters", []):
                     full_name = parameter["Name"]
                     relative = full_name[len(path) :] if full_name.startswith(path) else full_name
-                    values[relative] = self._value(parameter, full_name, self._key(full_name))
+                    values[relative] = self._value(parameter, full_name)
                 token = response.get("NextToken")
                 if not token:
                     return values
                 arguments["NextToken"] = token
 
-    def _value(self, parameter: Mapping[str, Any], name: str, key: str) -> Any:
+    def _value(self, parameter: Mapping[str, Any], name: str) -> Any:
         value = parameter["Value"]
         if self._transform is None and parameter.get("Type") == "StringList":
             return value.split(",")
-        return apply_transform(value, self._transform, name=name, key=key)
+        return apply_transform(value, self._transform, name=name, what=_what(name))
 
-    @staticmethod
-    def _key(name: str) -> str:
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError(f"an ssm: key needs a parameter name, got {name!r}")
-        return f"ssm:{name}"
+
+def _what(name: str) -> str:
+    """The parameter as error messages name it; a name that is no name is refused."""
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"SsmLoader needs a parameter name, got {name!r}")
+    if name.endswith("/"):
+        return f"SSM parameters under {name!r}"
+    return f"SSM parameter {name!r}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import stat
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def test_the_launcher_starts_from_an_unpacked_layer(tmp_path: Path) -> None:
             str(ROOT / "scripts" / "build_layer.py"),
             "--dependencies",
             "environment",
-            # aioboto3 loads on the first AWS call only; /health needs the server alone.
+            # botocore loads on the first AWS call only; /health needs the server alone.
             "--requirement",
             "aiohttp",
             "--requirement",
@@ -59,7 +60,17 @@ def test_the_launcher_starts_from_an_unpacked_layer(tmp_path: Path) -> None:
     assert "extensions/polycache-extension" in names
     assert "python/polycache/extension/__main__.py" in names
     assert any(name.startswith("python/aiohttp/") for name in names)
-    assert not any("__pycache__" in name for name in names)
+    # Bytecode for the target Python beside every module, unchecked-hash based: Lambda's /opt
+    # is read-only, and the zip's fixed timestamps must not make it stale.
+    tag = sys.implementation.cache_tag
+    sources = [name for name in names if name.endswith(".py")]
+    assert sources
+    for source in sources:
+        folder, _, module = source.rpartition("/")
+        assert f"{folder}/__pycache__/{module[:-3]}.{tag}.pyc" in names, source
+    header = zipfile.ZipFile(archive).read(f"python/polycache/__pycache__/__init__.{tag}.pyc")
+    assert header[:4] == importlib.util.MAGIC_NUMBER
+    assert int.from_bytes(header[4:8], "little") == 0b01  # hash-based, source not checked
     opt = tmp_path / "opt"
     _unzip_like_lambda(archive, opt)
     launcher = opt / "extensions" / "polycache-extension"

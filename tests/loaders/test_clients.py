@@ -1,10 +1,11 @@
-"""One client per service per event loop, rebuilt when the loop changes; lazy imports."""
+"""One botocore client per service per process, shared by every loop and thread; lazy imports."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -27,10 +28,12 @@ async def test_one_client_per_service_on_a_loop(aws: CountingMotoServer) -> None
     assert config.retries["mode"] == "standard"
     assert config.connect_timeout == _aws.CONNECT_TIMEOUT
     assert config.read_timeout == _aws.READ_TIMEOUT
+    assert config.max_pool_connections == _aws.MAX_CONCURRENCY
     assert ssm.meta.endpoint_url == aws.url
+    assert ssm.exceptions.ParameterNotFound.__name__ == "ParameterNotFound"
 
 
-def test_a_new_loop_rebuilds_the_client(aws: CountingMotoServer, boto: Any) -> None:
+def test_every_loop_shares_one_client(aws: CountingMotoServer, boto: Any) -> None:
     boto("ssm").put_parameter(Name="/loop/test", Value="v", Type="String")
     cache = Cache(ttl=0)  # every get loads: each asyncio.run reaches AWS
     clients: list[Any] = []
@@ -39,10 +42,11 @@ def test_a_new_loop_rebuilds_the_client(aws: CountingMotoServer, boto: Any) -> N
         clients.append(await _aws.client("ssm"))
         return await cache.get("ssm:/loop/test")
 
+    # asyncio.run per invocation, as most Lambda code does: the client is bound to no loop.
     assert asyncio.run(invocation()) == "v"
     assert asyncio.run(invocation()) == "v"
 
-    assert clients[0] is not clients[1]
+    assert clients[0] is clients[1]
     assert aws.count("ssm.GetParameter") == 2
 
     async def close() -> None:
@@ -57,15 +61,46 @@ async def test_close_clients_makes_new_ones(aws: CountingMotoServer) -> None:
     assert await _aws.client("ssm") is not first
 
 
+async def test_calls_run_off_the_event_loop(aws: CountingMotoServer, boto: Any) -> None:
+    boto("ssm").put_parameter(Name="/thread/test", Value="v", Type="String")
+    ssm = await _aws.client("ssm")
+    threads: list[str] = []
+    ticks = 0
+
+    def record(**kwargs: Any) -> None:
+        threads.append(threading.current_thread().name)
+
+    ssm.meta.events.register("before-call.ssm.GetParameter", record)
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        responses = await asyncio.gather(
+            *(ssm.get_parameter(Name="/thread/test") for _ in range(4))
+        )
+    finally:
+        ticker.cancel()
+    assert [response["Parameter"]["Value"] for response in responses] == ["v"] * 4
+    assert threads and all(name.startswith("polycache-aws") for name in threads)
+    assert ticks > 4  # the loop went on while the calls were in flight
+
+
 async def test_an_injected_session_is_used(aws: CountingMotoServer) -> None:
-    import aioboto3
+    import botocore.session
 
     made: list[str] = []
 
-    class RecordingSession(aioboto3.Session):  # type: ignore[misc]
-        def client(self, service: str, **arguments: Any) -> Any:
+    class RecordingSession(botocore.session.Session):
+        def create_client(  # type: ignore[override]  # records, then defers to botocore
+            self, service: str, *arguments: Any, **keywords: Any
+        ) -> Any:
             made.append(service)
-            return super().client(service, **arguments)
+            return super().create_client(service, *arguments, **keywords)
 
     _aws.use_session(RecordingSession())
     try:

@@ -87,7 +87,7 @@ async def test_items_come_back_as_plain_python(
     assert aws.count("dynamodb.GetItem") == 1
 
 
-async def test_key_types_are_learned_once_per_table(
+async def test_key_types_guessed_from_the_key_cost_no_describe(
     aws: CountingMotoServer, tables: Any, clock: FakeClock
 ) -> None:
     cache = Cache(ttl=60, clock=clock)
@@ -99,8 +99,30 @@ async def test_key_types_are_learned_once_per_table(
     order = await cache.get("dynamodb://orders?order=2024-01&customer=7")
     assert order == {"customer": 7, "order": "2024-01", "total": 19.99}
 
-    assert aws.count("dynamodb.DescribeTable") == 3
+    assert aws.count("dynamodb.DescribeTable") == 0
     assert aws.count("dynamodb.GetItem") == 5
+
+
+async def test_a_wrong_guess_is_corrected_once_per_table(
+    aws: CountingMotoServer, tables: Any, boto: Any, clock: FakeClock
+) -> None:
+    # A string key that looks like a number: the guess (N) is refused, the table is described.
+    create_table(boto, "codes", {"code": "S"})
+    boto("dynamodb").put_item(TableName="codes", Item={"code": {"S": "007"}, "agent": {"S": "JB"}})
+    boto("dynamodb").put_item(TableName="codes", Item={"code": {"S": "8"}, "agent": {"S": "M"}})
+    aws.clear_calls()
+    loader = DynamoDbLoader()
+
+    assert await loader("codes?code=007") == {"code": "007", "agent": "JB"}
+    assert aws.count("dynamodb.DescribeTable") == 1
+    assert aws.count("dynamodb.GetItem") == 2
+    # Learned: the next read of that table is one GetItem with the right type.
+    assert await loader("codes?code=8") == {"code": "8", "agent": "M"}
+    assert aws.count("dynamodb.DescribeTable") == 1
+    assert aws.count("dynamodb.GetItem") == 3
+    # A sort key left out: described, and named.
+    with pytest.raises(LoaderError, match=r"keyed by \['customer', 'order'\], got \['customer'\]"):
+        await loader("orders?customer=7")
 
 
 async def test_a_missing_item_is_not_found_and_remembered(
@@ -112,7 +134,7 @@ async def test_a_missing_item_is_not_found_and_remembered(
     assert aws.count("dynamodb.GetItem") == 1
     with pytest.raises(SourceNotFound, match="no such item") as raised:
         await DynamoDbLoader()("users?id=1000")
-    assert raised.value.key == "dynamodb://users?id=1000"
+    assert str(raised.value) == "DynamoDB item 'users?id=1000' not found (no such item)"
 
 
 async def test_projection_and_consistent_read(aws: CountingMotoServer, tables: Any) -> None:

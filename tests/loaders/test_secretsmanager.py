@@ -99,7 +99,7 @@ async def test_a_failed_batch_call_fails_each_of_its_names() -> None:
     assert set(values) == {"a", "b"}
     for name, error in values.items():
         assert isinstance(error, LoaderError)
-        assert error.key == f"secretsmanager:{name}"
+        assert str(error).startswith(f"loading Secrets Manager secret {name!r} failed")
         assert "ThrottlingException" in str(error)
         assert error.__cause__ is client.error
 

@@ -1,11 +1,16 @@
 """moto in server mode on 127.0.0.1, counting the AWS calls that reach it.
 
 The count is what AWS would bill: it proves caching by the calls that did not happen.
+
+One gap in moto is closed here: DynamoDB answers a GetItem whose key attribute has the wrong type
+(`{"N": "7"}` for a string key) with a ValidationException, where moto answers "no item". The
+DynamoDB loader relies on that answer to correct a guessed key type, so the server gives it.
 """
 
 from __future__ import annotations
 
 import collections
+import io
 import json
 import logging
 import os
@@ -98,6 +103,21 @@ class CountingMotoServer:
             if operation is not None:
                 with self._lock:
                     self.calls.append(operation)
+            if operation == "dynamodb.GetItem" and _key_type_mismatch(environ):
+                body = json.dumps(
+                    {
+                        "__type": "com.amazon.coral.validate#ValidationException",
+                        "message": "The provided key element does not match the schema",
+                    }
+                ).encode()
+                start_response(
+                    "400 Bad Request",
+                    [
+                        ("Content-Type", "application/x-amz-json-1.0"),
+                        ("Content-Length", str(len(body))),
+                    ],
+                )
+                return [body]
             return app(environ, start_response)
 
         return counting_app
@@ -114,14 +134,42 @@ def _operation(environ: dict[str, Any]) -> str | None:
         if service.startswith("DynamoDB"):
             prefix = "dynamodb"
         return f"{prefix or service}.{action}"
-    authorization = environ.get("HTTP_AUTHORIZATION", "")
-    # SigV4 credential scope: .../<date>/<region>/<service>/aws4_request
-    service = ""
-    if "Credential=" in authorization:
-        scope = authorization.split("Credential=", 1)[1].split(",", 1)[0].split("/")
-        if len(scope) >= 4:
-            service = scope[3]
+    scope = _scope(environ)
+    service = scope[3] if len(scope) >= 4 else ""
     return f"{service or 'unknown'}.{environ.get('REQUEST_METHOD', '')} {path}"
+
+
+def _key_type_mismatch(environ: dict[str, Any]) -> bool:
+    """Whether a GetItem's key gives an attribute a type other than the table's (as DynamoDB
+    checks); the request body is put back for moto to read."""
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    raw = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(raw)
+    try:
+        request = json.loads(raw)
+        region = _scope(environ)[2] or "us-east-1"
+        table = dynamodb_backends[DEFAULT_ACCOUNT_ID][region].tables[request["TableName"]]
+    except (ValueError, KeyError, IndexError):
+        return False  # moto answers what is wrong with it
+    expected: dict[str, str | None] = {table.hash_key_attr: table.hash_key_type}
+    if table.range_key_attr is not None:
+        expected[table.range_key_attr] = table.range_key_type
+    return any(
+        field in expected and set(value) != {expected[field]}
+        for field, value in request.get("Key", {}).items()
+    )
+
+
+def _scope(environ: dict[str, Any]) -> list[str]:
+    """The SigV4 credential scope: key id, date, region, service, aws4_request."""
+    authorization = environ.get("HTTP_AUTHORIZATION", "")
+    if "Credential=" not in authorization:
+        return []
+    scope: list[str] = authorization.split("Credential=", 1)[1].split(",", 1)[0].split("/")
+    return scope
 
 
 def seed_json(server: CountingMotoServer, path: str, body: dict[str, Any]) -> None:
