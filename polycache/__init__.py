@@ -21,6 +21,7 @@ from polycache._contracts import (
     ClearableBackend,
     ConditionalLoader,
     Entry,
+    LeaseBackend,
     Loaded,
     LoaderFunction,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "ConfigurationError",
     "Entry",
     "JsonSerializer",
+    "LeaseBackend",
     "Loaded",
     "LoaderError",
     "LoaderFunction",

@@ -30,6 +30,7 @@ ENVIRONMENT_NAMES = {
     "backend_timeout": "POLYCACHE_BACKEND_TIMEOUT",
     "load_timeout": "POLYCACHE_LOAD_TIMEOUT",
     "ttl_jitter": "POLYCACHE_TTL_JITTER",
+    "lease_wait": "POLYCACHE_LEASE_WAIT",
     "disabled": "POLYCACHE_DISABLED",
 }
 
@@ -46,6 +47,7 @@ class Settings:
     backend_timeout: float
     load_timeout: float | None
     ttl_jitter: float
+    lease_wait: float
     disabled: bool
 
 
@@ -58,6 +60,7 @@ DEFAULTS = Settings(
     backend_timeout=1.0,
     load_timeout=30.0,
     ttl_jitter=0.0,
+    lease_wait=2.0,
     disabled=False,
 )
 
@@ -179,6 +182,7 @@ def resolve_settings(
     backend_timeout: Duration | None = None,
     load_timeout: Duration | Unset | None = UNSET,
     ttl_jitter: float | None = None,
+    lease_wait: Duration | None = None,
     disabled: bool | None = None,
 ) -> Settings:
     """Merge arguments over environment variables over defaults, validating every value."""
@@ -209,5 +213,6 @@ def resolve_settings(
         ttl_jitter=_environment_fraction(env, "ttl_jitter")
         if ttl_jitter is None
         else fraction(ttl_jitter, name="ttl_jitter"),
+        lease_wait=pick("lease_wait", lease_wait),
         disabled=_environment_flag(env, "disabled") if disabled is None else disabled,
     )

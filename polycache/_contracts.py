@@ -114,6 +114,24 @@ class ClearableBackend(Protocol):
         ...
 
 
+@runtime_checkable
+class LeaseBackend(Protocol):
+    """A shared backend on which one process at a time can hold a key's lease (optional).
+
+    The `Cache` takes a lease before it loads a missing key, so that of all the processes
+    sharing the backend one loads and the others wait for what it stores (`lease_wait`).
+    """
+
+    async def add(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store `value` under `key` for `ttl` seconds only if `key` holds nothing yet.
+
+        Returns:
+            True if this call stored it (the caller holds the lease), False if the key was
+            already there (another process holds it).
+        """
+        ...
+
+
 BackendFactory = Callable[[str], Backend]
 """Builds a backend from its URL, as given to `polycache.register_backend`."""
 
