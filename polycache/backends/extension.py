@@ -305,6 +305,11 @@ class ExtensionBackend:
         if response.status != 404:
             self._check(response, "delete", key)
 
+    async def clear(self) -> None:
+        """Forget every key/value entry of the extension (its whole store is polycache's)."""
+        response = await self._send("DELETE", "", whole_store=True)
+        self._check(response, "clear", "*")
+
     async def aclose(self) -> None:
         """Close this loop's connections; the next call opens new ones."""
         await self._client.aclose()
@@ -319,10 +324,11 @@ class ExtensionBackend:
         *,
         headers: Mapping[str, str] | None = None,
         body: bytes = b"",
+        whole_store: bool = False,
     ) -> _Response:
         # The one place where connection errors become polycache's.
         try:
-            path = wire.KV_PATH + wire.encode_key(key)
+            path = wire.KV_PATH.rstrip("/") if whole_store else wire.KV_PATH + wire.encode_key(key)
         except ValueError as exc:
             raise ConfigurationError(
                 f"the extension:// backend cannot take key {key[:64]!r}: {exc}"
