@@ -9,6 +9,7 @@ is imported.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import os
 import time
@@ -508,20 +509,29 @@ class RedisBackend:
             # One quick retry on a fresh connection: it heals a connection the server closed
             # while a Lambda environment was frozen, and a refused one still fails at once.
             "retry": Retry(NoBackoff(), 1),
-            # No CLIENT SETINFO round trip on every new connection.
-            "lib_name": None,
-            "lib_version": None,
         }
+        # No CLIENT SETINFO round trips on every new connection.
+        if importlib.util.find_spec("redis.driver_info") is None:
+            options.update(lib_name=None, lib_version=None)  # redis-py before 7.1
+        else:
+            options["driver_info"] = None
         if self._credentials is not None:
             options["credential_provider"] = _provider_class()(self._credentials)
         if self._tls:
             options["ssl"] = True
             options["ssl_ca_certs"] = self._ssl_ca
-        if self._cluster:
-            options["cluster_error_retry_attempts"] = 1
-        else:
+        if not self._cluster:
             options["db"] = self._db
-        return self._client_class()(**options)
+            return self._client_class()(**options)
+        client = self._client_class()(**options)
+        try:
+            # Learn the slot map once, before any caller shares the client: concurrent first
+            # commands would each start initialize(), which drops connections others are using.
+            await client.initialize()
+        except BaseException:
+            await client.aclose()
+            raise
+        return client
 
 
 def _redacted(url: str) -> str:
@@ -578,8 +588,8 @@ def _credentials(
                 f"iam=1 {where} needs cache_name=NAME (the replication group or serverless "
                 "cache the token is signed for)"
             )
-        region = options.get("region") or environ.get("AWS_REGION") or environ.get(
-            "AWS_DEFAULT_REGION"
+        region = (
+            options.get("region") or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
         )
         if not isinstance(region, str) or not region.strip():
             raise ConfigurationError(
