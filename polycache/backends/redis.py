@@ -8,13 +8,14 @@ is imported.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib.util
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from polycache._contracts import Entry
 from polycache._errors import BackendError, BackendTimeout, ConfigurationError
@@ -44,6 +45,8 @@ __all__ = [
     "MAX_ITEM_BYTES",
     "RedisBackend",
 ]
+
+T = TypeVar("T")
 
 DEFAULT_PORT: Final = 6379
 DEFAULT_KEY_PREFIX: Final = "polycache:"
@@ -99,10 +102,6 @@ def _provider_class() -> Callable[[CredentialSource], CredentialProvider]:
             return (credentials.password,)
 
     return SourceProvider
-
-
-async def _close(client: Any) -> None:
-    await client.aclose()
 
 
 def _key_prefix_option(raw: str) -> str:
@@ -163,8 +162,8 @@ class RedisBackend:
         key_prefix: Put before every key; `clear` forgets only keys under it.
         max_connections: The most connections per event loop (per node in cluster mode).
         cluster: The server is a Redis Cluster (or ElastiCache with cluster mode, or Serverless).
-        socket_timeout: Seconds one connect or reply may take (the `Cache`'s `backend_timeout`
-            bounds each whole operation as well).
+        socket_timeout: Seconds one connect, one reply, or one wait for a free connection may
+            take (the `Cache`'s `backend_timeout` bounds each whole operation as well).
         credentials: Supplies the user name and password of each connection; none by default.
         clock: Returns the epoch time in seconds; injectable for tests.
 
@@ -252,7 +251,7 @@ class RedisBackend:
         # Imported here, at construction (a Lambda function's init phase), so that the first
         # operation pays only for its connection inside backend_timeout.
         self._client_class()
-        self._clients: LoopBound[Any] = LoopBound(self._connect, _close)
+        self._clients: LoopBound[_Connection] = LoopBound(self._connect, _close)
 
     @classmethod
     def from_url(cls, url: str, *, environ: Mapping[str, str] | None = None) -> RedisBackend:
@@ -344,9 +343,14 @@ class RedisBackend:
             BackendError: Redis failed (`BackendTimeout` if it timed out).
             SerializationError: The stored bytes were not written by polycache.
         """
+        # Written out rather than through _call: this is the hit path.
         try:
-            client = self._clients.current or await self._clients.get()
-            data = await client.get(self._prefix + key)
+            connection = self._clients.current or await self._clients.get()
+            if connection.gate is None:
+                data = await connection.client.get(self._prefix + key)
+            else:
+                async with connection.gate:
+                    data = await connection.client.get(self._prefix + key)
         except _errors() as exc:
             raise _fail("GET", self._where, exc) from exc
         if data is None:
@@ -363,16 +367,13 @@ class RedisBackend:
         """
         data = pack(entry)
         milliseconds = self._milliseconds(entry)
-        try:
-            client = self._clients.current or await self._clients.get()
-            if milliseconds is None:
-                await client.set(self._prefix + key, data)
-            elif milliseconds > 0:
-                await client.set(self._prefix + key, data, px=milliseconds)
-            else:
-                await client.unlink(self._prefix + key)
-        except _errors() as exc:
-            raise _fail("SET", self._where, exc) from exc
+        name = self._prefix + key
+        if milliseconds is None:
+            await self._call("SET", lambda client: client.set(name, data))
+        elif milliseconds > 0:
+            await self._call("SET", lambda client: client.set(name, data, px=milliseconds))
+        else:
+            await self._call("UNLINK", lambda client: client.unlink(name))
 
     async def delete(self, key: str) -> None:
         """Forget `key` (`UNLINK`); a missing key is not an error.
@@ -380,11 +381,8 @@ class RedisBackend:
         Raises:
             BackendError: Redis failed (`BackendTimeout` if it timed out).
         """
-        try:
-            client = self._clients.current or await self._clients.get()
-            await client.unlink(self._prefix + key)
-        except _errors() as exc:
-            raise _fail("UNLINK", self._where, exc) from exc
+        name = self._prefix + key
+        await self._call("UNLINK", lambda client: client.unlink(name))
 
     async def get_many(self, keys: Sequence[str]) -> Sequence[Entry | None]:
         """Return the entries under `keys`, in order, with one `MGET` (one per slot in a cluster).
@@ -397,15 +395,11 @@ class RedisBackend:
             return []
         prefix = self._prefix
         names = [prefix + key for key in keys]
-        try:
-            client = self._clients.current or await self._clients.get()
-            if self._cluster:
-                # MGET per hash slot, pipelined to each node: never a CROSSSLOT error.
-                values = await client.mget_nonatomic(names)
-            else:
-                values = await client.mget(names)
-        except _errors() as exc:
-            raise _fail("MGET", self._where, exc) from exc
+        if self._cluster:
+            # MGET per hash slot, pipelined to each node: never a CROSSSLOT error.
+            values = await self._call("MGET", lambda client: client.mget_nonatomic(names))
+        else:
+            values = await self._call("MGET", lambda client: client.mget(names))
         now = self._clock()
         entries: list[Entry | None] = []
         for data in values:
@@ -426,8 +420,8 @@ class RedisBackend:
         commands = [
             (prefix + key, pack(entry), self._milliseconds(entry)) for key, entry in entries.items()
         ]
-        try:
-            client = self._clients.current or await self._clients.get()
+
+        async def write(client: Any) -> None:
             pipeline = client.pipeline(transaction=False)
             for name, data, milliseconds in commands:
                 if milliseconds is None:
@@ -437,8 +431,8 @@ class RedisBackend:
                 else:
                     pipeline.unlink(name)
             await pipeline.execute()
-        except _errors() as exc:
-            raise _fail("SET pipeline", self._where, exc) from exc
+
+        await self._call("SET pipeline", write)
 
     async def delete_many(self, keys: Sequence[str]) -> None:
         """Forget every key in `keys` (`UNLINK`, one per slot in a cluster).
@@ -446,14 +440,9 @@ class RedisBackend:
         Raises:
             BackendError: Redis failed (`BackendTimeout` if it timed out).
         """
-        if not keys:
-            return
-        prefix = self._prefix
-        try:
-            client = self._clients.current or await self._clients.get()
-            await client.unlink(*(prefix + key for key in keys))
-        except _errors() as exc:
-            raise _fail("UNLINK", self._where, exc) from exc
+        if keys:
+            names = [self._prefix + key for key in keys]
+            await self._call("UNLINK", lambda client: client.unlink(*names))
 
     async def clear(self) -> None:
         """Forget every key under `key_prefix` (`SCAN MATCH` + `UNLINK`, on every primary).
@@ -464,8 +453,8 @@ class RedisBackend:
             BackendError: Redis failed (`BackendTimeout` if it timed out).
         """
         pattern = self._prefix.translate(_GLOB_SPECIAL) + "*"
-        try:
-            client = self._clients.current or await self._clients.get()
+
+        async def forget(client: Any) -> None:
             batch: list[bytes] = []
             async for name in client.scan_iter(match=pattern, count=_SCAN_COUNT):
                 batch.append(name)
@@ -474,12 +463,23 @@ class RedisBackend:
                     batch.clear()
             if batch:
                 await client.unlink(*batch)
-        except _errors() as exc:
-            raise _fail("SCAN/UNLINK", self._where, exc) from exc
+
+        await self._call("SCAN/UNLINK", forget)
 
     async def aclose(self) -> None:
         """Close this event loop's client; the next operation builds a new one."""
         await self._clients.aclose()
+
+    async def _call(self, operation: str, function: Callable[[Any], Awaitable[T]]) -> T:
+        """Run `function(client)` on this loop's client, its errors translated by `_fail`."""
+        try:
+            connection = self._clients.current or await self._clients.get()
+            if connection.gate is None:
+                return await function(connection.client)
+            async with connection.gate:
+                return await function(connection.client)
+        except _errors() as exc:
+            raise _fail(operation, self._where, exc) from exc
 
     def _milliseconds(self, entry: Entry) -> int | None:
         """The `PX` that ends at `entry.expires_at`; None for never, 0 or less for already."""
@@ -496,14 +496,13 @@ class RedisBackend:
 
         return Redis
 
-    async def _connect(self) -> Any:
+    async def _connect(self) -> _Connection:
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
         options: dict[str, Any] = {
             "host": self._host,
             "port": self._port,
-            "max_connections": self._max_connections,
             "socket_timeout": self._socket_timeout,
             "socket_connect_timeout": self._socket_timeout,
             # One quick retry on a fresh connection: it heals a connection the server closed
@@ -517,13 +516,27 @@ class RedisBackend:
             options["driver_info"] = None
         if self._credentials is not None:
             options["credential_provider"] = _provider_class()(self._credentials)
+        if self._cluster:
+            return await self._connect_cluster(options)
+        from redis.asyncio import BlockingConnectionPool
+        from redis.asyncio.connection import SSLConnection
+
         if self._tls:
-            options["ssl"] = True
-            options["ssl_ca_certs"] = self._ssl_ca
-        if not self._cluster:
-            options["db"] = self._db
-            return self._client_class()(**options)
-        client = self._client_class()(**options)
+            options.update(connection_class=SSLConnection, ssl_ca_certs=self._ssl_ca)
+        # Blocking: a burst of callers beyond max_connections waits for a free connection
+        # (at most socket_timeout) instead of failing.
+        pool = BlockingConnectionPool(
+            db=self._db,
+            max_connections=self._max_connections,
+            timeout=self._socket_timeout,
+            **options,
+        )
+        return _Connection(self._client_class().from_pool(pool), None)
+
+    async def _connect_cluster(self, options: dict[str, Any]) -> _Connection:
+        if self._tls:
+            options.update(ssl=True, ssl_ca_certs=self._ssl_ca)
+        client = self._client_class()(max_connections=self._max_connections, **options)
         try:
             # Learn the slot map once, before any caller shares the client: concurrent first
             # commands would each start initialize(), which drops connections others are using.
@@ -531,7 +544,23 @@ class RedisBackend:
         except BaseException:
             await client.aclose()
             raise
-        return client
+        # The cluster client fails at once when a node's connections run out; an operation
+        # uses at most one connection per node, so this many at a time never run out.
+        return _Connection(client, asyncio.Semaphore(self._max_connections))
+
+
+class _Connection:
+    """One event loop's client, and for a cluster the gate that keeps its pools from running out."""
+
+    __slots__ = ("client", "gate")
+
+    def __init__(self, client: Any, gate: asyncio.Semaphore | None) -> None:
+        self.client = client
+        self.gate = gate
+
+
+async def _close(connection: _Connection) -> None:
+    await connection.client.aclose()
 
 
 def _redacted(url: str) -> str:
