@@ -112,6 +112,7 @@ class RedisServer:
         password: Turn the `default` user off and add the ACL user `username` with this password.
         username: The ACL user's name.
         cluster: Start with `--cluster-enabled yes` (join it with `RedisCluster`).
+        port: The port to listen on; a free one by default.
     """
 
     def __init__(
@@ -121,12 +122,13 @@ class RedisServer:
         password: str | None = None,
         username: str = "polycache",
         cluster: bool = False,
+        port: int = 0,
     ) -> None:
         self.tls = tls
         self.username = username if password else None
         self.password = password
         self.cluster = cluster
-        self.port = 0
+        self.port = port
         self.process: subprocess.Popen[bytes] | None = None
         self._directory: str | None = None
 
@@ -147,7 +149,7 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self._directory = tempfile.mkdtemp(prefix="polycache-redis-")
-        self.port = free_port(cluster=self.cluster)
+        self.port = self.port or free_port(cluster=self.cluster)
         arguments = [
             binary,
             "--bind",
