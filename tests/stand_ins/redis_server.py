@@ -303,9 +303,9 @@ class RedisCluster:
         for index, client in enumerate(clients):
             first = index * share
             last = 16383 if index == len(clients) - 1 else first + share - 1
-            client.execute_command("CLUSTER ADDSLOTSRANGE", first, last)
+            client.cluster("ADDSLOTSRANGE", first, last)
         for node in self.nodes[1:]:
-            clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+            clients[0].cluster("MEET", "127.0.0.1", node.port)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not all(self._ready(client) for client in clients):
             if time.monotonic() > deadline:
