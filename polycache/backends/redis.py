@@ -162,8 +162,9 @@ class RedisBackend:
         key_prefix: Put before every key; `clear` forgets only keys under it.
         max_connections: The most connections per event loop (per node in cluster mode).
         cluster: The server is a Redis Cluster (or ElastiCache with cluster mode, or Serverless).
-        socket_timeout: Seconds one connect, one reply, or one wait for a free connection may
-            take (the `Cache`'s `backend_timeout` bounds each whole operation as well).
+        socket_timeout: Seconds one connect or one reply may take (the `Cache`'s
+            `backend_timeout` bounds each whole operation as well). A caller beyond
+            `max_connections` waits for a running operation to finish.
         credentials: Supplies the user name and password of each connection; none by default.
         clock: Returns the epoch time in seconds; injectable for tests.
 
@@ -346,11 +347,8 @@ class RedisBackend:
         # Written out rather than through _call: this is the hit path.
         try:
             connection = self._clients.current or await self._clients.get()
-            if connection.gate is None:
+            async with connection.gate:
                 data = await connection.client.get(self._prefix + key)
-            else:
-                async with connection.gate:
-                    data = await connection.client.get(self._prefix + key)
         except _errors() as exc:
             raise _fail("GET", self._where, exc) from exc
         if data is None:
@@ -474,8 +472,6 @@ class RedisBackend:
         """Run `function(client)` on this loop's client, its errors translated by `_fail`."""
         try:
             connection = self._clients.current or await self._clients.get()
-            if connection.gate is None:
-                return await function(connection.client)
             async with connection.gate:
                 return await function(connection.client)
         except _errors() as exc:
@@ -516,27 +512,17 @@ class RedisBackend:
             options["driver_info"] = None
         if self._credentials is not None:
             options["credential_provider"] = _provider_class()(self._credentials)
-        if self._cluster:
-            return await self._connect_cluster(options)
-        from redis.asyncio import BlockingConnectionPool
-        from redis.asyncio.connection import SSLConnection
-
-        if self._tls:
-            options.update(connection_class=SSLConnection, ssl_ca_certs=self._ssl_ca)
-        # Blocking: a burst of callers beyond max_connections waits for a free connection
-        # (at most socket_timeout) instead of failing.
-        pool = BlockingConnectionPool(
-            db=self._db,
-            max_connections=self._max_connections,
-            timeout=self._socket_timeout,
-            **options,
-        )
-        return _Connection(self._client_class().from_pool(pool), None)
-
-    async def _connect_cluster(self, options: dict[str, Any]) -> _Connection:
+        # redis-py's pools fail at once when their connections run out, and its blocking pool
+        # costs ~10 us on every call. An operation uses at most one connection (per node), so
+        # with this many at a time they never run out, and a caller beyond them waits for one
+        # to finish (each bounded by socket_timeout).
+        gate = asyncio.Semaphore(self._max_connections)
+        options["max_connections"] = self._max_connections
         if self._tls:
             options.update(ssl=True, ssl_ca_certs=self._ssl_ca)
-        client = self._client_class()(max_connections=self._max_connections, **options)
+        if not self._cluster:
+            return _Connection(self._client_class()(db=self._db, **options), gate)
+        client = self._client_class()(**options)
         try:
             # Learn the slot map once, before any caller shares the client: concurrent first
             # commands would each start initialize(), which drops connections others are using.
@@ -544,17 +530,15 @@ class RedisBackend:
         except BaseException:
             await client.aclose()
             raise
-        # The cluster client fails at once when a node's connections run out; an operation
-        # uses at most one connection per node, so this many at a time never run out.
-        return _Connection(client, asyncio.Semaphore(self._max_connections))
+        return _Connection(client, gate)
 
 
 class _Connection:
-    """One event loop's client, and for a cluster the gate that keeps its pools from running out."""
+    """One event loop's client, and the gate that keeps its pools from running out."""
 
     __slots__ = ("client", "gate")
 
-    def __init__(self, client: Any, gate: asyncio.Semaphore | None) -> None:
+    def __init__(self, client: Any, gate: asyncio.Semaphore) -> None:
         self.client = client
         self.gate = gate
 
