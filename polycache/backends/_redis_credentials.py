@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol
 
 from polycache._errors import BackendError, ConfigurationError, SourceNotFound
 from polycache._extras import require_extra
-from polycache.backends._momento_credentials import SecretFetcher
+from polycache.backends._momento_credentials import SecretFetcher, _secrets_manager_fetch
 
 __all__ = [
     "IAM_TOKEN_LIFETIME",
@@ -141,6 +141,7 @@ class SecretPasswordCredentials:
         return credentials
 
     async def _read(self) -> str:
+        # The same reader as the Momento key's: polycache's own Secrets Manager loader.
         fetch = self._fetch or _secrets_manager_fetch
         try:
             secret = await fetch(self.secret_name)
@@ -167,13 +168,6 @@ def _retrieve(task: asyncio.Task[RedisCredentials]) -> None:
     """Mark a failed read's error as seen: the callers that awaited it have it already."""
     if not task.cancelled():
         task.exception()
-
-
-async def _secrets_manager_fetch(secret_name: str) -> str:
-    from polycache.loaders.secretsmanager import SecretsManagerLoader
-
-    secret: str = await SecretsManagerLoader()(secret_name)
-    return secret
 
 
 def parse_secret(secret: str, *, secret_name: str, username: str | None) -> RedisCredentials:
