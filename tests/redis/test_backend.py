@@ -11,7 +11,7 @@ from polycache import BackendError, Cache, Entry
 from polycache.backends.near import NearCacheBackend
 from polycache.backends.redis import RedisBackend
 from tests.stand_ins.redis_fixtures import ACL_PASSWORD
-from tests.stand_ins.redis_server import RedisCluster, RedisServer
+from tests.stand_ins.redis_server import RedisCluster, RedisServer, TlsFiles
 
 pytestmark = pytest.mark.redis
 
@@ -244,3 +244,21 @@ async def test_cluster_get_many_across_slots_never_crossslot(
     await backend.delete_many(keys)
     assert all(item is None for item in await backend.get_many(keys))
     await backend.aclose()
+
+
+async def test_cluster_over_tls(redis_tls_files: TlsFiles) -> None:
+    # ElastiCache Serverless: the cluster protocol, over TLS only.
+    cluster = RedisCluster(tls=redis_tls_files).start()
+    try:
+        cache = Cache(cluster.url, fail_open=False)
+        keys = [f"k{index}" for index in range(30)]
+        for key in keys:
+            await cache.set(key, key)
+        assert await cache.get_many(keys) == {key: key for key in keys}
+        backend = RedisBackend.from_url(cluster.url, environ={})
+        read = await backend.get_many(keys)
+        assert all(item is not None for item in read)
+        await backend.aclose()
+        await cache.aclose()
+    finally:
+        cluster.stop()

@@ -278,13 +278,21 @@ class RedisServer:
 
 
 class RedisCluster:
-    """Three `redis-server --cluster-enabled yes` primaries with every slot assigned."""
+    """Three `redis-server --cluster-enabled yes` primaries with every slot assigned.
 
-    def __init__(self, nodes: int = 3) -> None:
-        self.nodes = [RedisServer(cluster=True) for _ in range(nodes)]
+    Args:
+        nodes: How many primaries.
+        tls: Serve TLS only, the cluster bus included (as ElastiCache Serverless does).
+    """
+
+    def __init__(self, nodes: int = 3, *, tls: TlsFiles | None = None) -> None:
+        self.tls = tls
+        self.nodes = [RedisServer(cluster=True, tls=tls) for _ in range(nodes)]
 
     @property
     def url(self) -> str:
+        if self.tls:
+            return f"rediss://127.0.0.1:{self.nodes[0].port}?cluster=1&ssl_ca={self.tls.ca}"
         return f"redis://127.0.0.1:{self.nodes[0].port}?cluster=1"
 
     def start(self) -> RedisCluster:
