@@ -309,7 +309,10 @@ class IamCredentials:
         if current is not None and now - self._signed_at < IAM_TOKEN_REFRESH_AFTER:
             return current
         if self._aws_credentials is None:
-            self._aws_credentials = await asyncio.to_thread(self._resolve_aws_credentials)
+            # Lambda's variables need no I/O; the default chain may ask a metadata endpoint.
+            self._aws_credentials = self._environment_credentials() or await asyncio.to_thread(
+                _default_aws_credentials
+            )
         token = iam_token(
             self.cache_name,
             self.user,
@@ -321,23 +324,27 @@ class IamCredentials:
         self._signed_at = now
         return self._current
 
-    def _resolve_aws_credentials(self) -> Any:
-        from botocore.credentials import Credentials
-
+    def _environment_credentials(self) -> Any:
         key = self._environ.get("AWS_ACCESS_KEY_ID")
         secret = self._environ.get("AWS_SECRET_ACCESS_KEY")
-        if key and secret:
-            return Credentials(key, secret, self._environ.get("AWS_SESSION_TOKEN") or None)
-        import botocore.session
+        if not key or not secret:
+            return None
+        from botocore.credentials import Credentials
 
-        # Outside Lambda: profiles, container and instance roles, as the AWS SDKs find them.
-        found = botocore.session.get_session().get_credentials()
-        if found is None:
-            raise ConfigurationError(
-                "ElastiCache IAM authentication (iam=1) found no AWS credentials: set "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or configure a profile or role"
-            )
-        return found
+        return Credentials(key, secret, self._environ.get("AWS_SESSION_TOKEN") or None)
+
+
+def _default_aws_credentials() -> Any:
+    """The AWS credentials of botocore's default chain (profiles, container and instance roles)."""
+    import botocore.session
+
+    found = botocore.session.get_session().get_credentials()
+    if found is None:
+        raise ConfigurationError(
+            "ElastiCache IAM authentication (iam=1) found no AWS credentials: set "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or configure a profile or role"
+        )
+    return found
 
 
 def is_serverless_host(host: str) -> bool:

@@ -216,3 +216,16 @@ def test_iam_without_botocore_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         RedisBackend.from_url(
             f"rediss://{USER}@h?iam=1&cache_name={CACHE}&region={REGION}", environ={}
         )
+
+
+async def test_without_aws_variables_botocores_default_chain_is_asked(
+    signing_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The chain's first provider reads the process environment: no network is involved.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDFROMTHECHAIN")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    source = IamCredentials(USER, CACHE, region=REGION, environ={}, clock=signing_clock)
+    token = (await source()).password
+    assert "X-Amz-Credential=AKIDFROMTHECHAIN%2F" in token
