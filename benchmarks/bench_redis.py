@@ -255,7 +255,7 @@ COLD = textwrap.dedent(
     kind, port = sys.argv[1], int(sys.argv[2])
     if kind == "polycache":
         from polycache import Cache
-        cache = Cache(f"redis://127.0.0.1:{port}", fail_open=False)
+        cache = Cache(f"redis://127.0.0.1:{port}", fail_open=False, backend_timeout=10)
         async def first():
             began = time.perf_counter()
             await cache.get("k")

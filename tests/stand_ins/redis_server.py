@@ -24,7 +24,7 @@ import redis
 
 __all__ = ["RedisCluster", "RedisServer", "TlsFiles", "free_port", "make_tls_files"]
 
-STARTUP_TIMEOUT = 10.0
+STARTUP_TIMEOUT = 20.0  # a loaded 2-core machine
 
 
 def free_port(*, cluster: bool = False) -> int:
@@ -104,6 +104,10 @@ def make_tls_files(directory: Path) -> TlsFiles:
     return files
 
 
+class PortTakenError(RuntimeError):
+    """Another process bound the port between its choice and the server's start."""
+
+
 class RedisServer:
     """One `redis-server` process.
 
@@ -145,6 +149,22 @@ class RedisServer:
         return self.process.pid
 
     def start(self) -> RedisServer:
+        """Start the server and wait until it answers PING.
+
+        On a free port of its choosing, it tries again on another port if some other process
+        took the chosen one before the server could bind it.
+        """
+        fixed_port = self.port
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except PortTakenError:
+                if fixed_port or attempt == 2:
+                    raise
+                self.port = 0
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
@@ -219,6 +239,8 @@ class RedisServer:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     log = self.log()
                     self.stop()
+                    if "Address already in use" in log:
+                        raise PortTakenError(f"port {self.port} was taken:\n{log}") from None
                     raise RuntimeError(f"redis-server did not start:\n{log}") from None
                 time.sleep(0.02)
             else:
