@@ -160,7 +160,8 @@ class RedisBackend:
         tls: Speak TLS, verifying the server's certificate.
         ssl_ca: A PEM file of CA certificates to verify the server with, instead of the system's.
         key_prefix: Put before every key; `clear` forgets only keys under it.
-        max_connections: The most connections per event loop (per node in cluster mode).
+        max_connections: The most operations at once per event loop, and so the most
+            connections (per node in cluster mode); callers beyond wait their turn.
         cluster: The server is a Redis Cluster (or ElastiCache with cluster mode, or Serverless).
         socket_timeout: Seconds one connect or one reply may take (the `Cache`'s
             `backend_timeout` bounds each whole operation as well). A caller beyond
