@@ -24,6 +24,7 @@ from polycache._contracts import (
     Loaded,
     LoaderFunction,
 )
+from polycache._emf import EmfMetrics
 from polycache._errors import (
     BackendError,
     BackendTimeout,
@@ -53,6 +54,7 @@ __all__ = [
     "ClearableBackend",
     "ConditionalLoader",
     "ConfigurationError",
+    "EmfMetrics",
     "Entry",
     "JsonSerializer",
     "Loaded",
