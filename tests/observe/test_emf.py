@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -15,8 +14,8 @@ import polycache
 from polycache import Cache, ConfigurationError, EmfMetrics
 from tests.conftest import FakeClock
 from tests.core.fakes import CountingLoader
+from tests.observe.helpers import check_emf
 
-SCHEMA = json.loads((Path(__file__).parent / "emf_schema.json").read_text())
 COUNT_NAMES = [
     "Hits",
     "StaleHits",
@@ -27,19 +26,6 @@ COUNT_NAMES = [
     "BackendErrors",
     "BreakerOpens",
 ]
-
-
-def check_emf(document: dict[str, Any]) -> None:
-    """The specification's schema, plus its rules that a schema cannot state."""
-    jsonschema.validate(document, SCHEMA)
-    for directive in document["_aws"]["CloudWatchMetrics"]:
-        assert len(directive["Metrics"]) <= 100
-        for dimension_set in directive["Dimensions"]:
-            for name in dimension_set:
-                assert isinstance(document[name], str), name
-        for definition in directive["Metrics"]:
-            value = document[definition["Name"]]
-            assert isinstance(value, int | float) and not isinstance(value, bool), definition
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
