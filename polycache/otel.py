@@ -52,6 +52,22 @@ SPAN_NAMES: Final = {
 }
 """Span name by backend operation; any other operation is `cache.{operation}`."""
 
+COUNTERS: Final = {
+    "polycache.hits": ("{hit}", "Gets answered by a fresh entry"),
+    "polycache.stale_hits": ("{hit}", "Gets answered by a stale entry while it is refreshed"),
+    "polycache.misses": ("{miss}", "Gets that found no usable entry"),
+    "polycache.loads": ("{load}", "Loads from a source, by outcome"),
+    "polycache.errors": ("{error}", "Failed loads and backend calls, by operation and outcome"),
+    "polycache.breaker.changes": ("{change}", "Circuit breaker state changes, by new state"),
+}
+"""Counter name -> (unit, description)."""
+
+DURATIONS: Final = {
+    "polycache.load.duration": "Duration of loads from a source",
+    "polycache.backend.duration": "Duration of backend calls",
+}
+"""Histogram name -> description; the unit is seconds (`s`)."""
+
 _FAILED_LOADS: Final = frozenset({"error", "timeout", "stale_served"})
 
 
@@ -95,36 +111,22 @@ class OpenTelemetryObserver(BaseObserver):
         self.record_keys = bool(record_keys)
         meter = metrics.get_meter("polycache", __version__, meter_provider)
         self._tracer = trace.get_tracer("polycache", __version__, tracer_provider)
-        self._hits = meter.create_counter(
-            "polycache.hits", unit="{hit}", description="Gets answered by a fresh entry"
-        )
-        self._stale_hits = meter.create_counter(
-            "polycache.stale_hits",
-            unit="{hit}",
-            description="Gets answered by a stale entry while it is refreshed",
-        )
-        self._misses = meter.create_counter(
-            "polycache.misses", unit="{miss}", description="Gets that found no usable entry"
-        )
-        self._loads = meter.create_counter(
-            "polycache.loads", unit="{load}", description="Loads from a source, by outcome"
-        )
-        self._errors = meter.create_counter(
-            "polycache.errors",
-            unit="{error}",
-            description="Failed loads and backend calls, by operation and outcome",
-        )
-        self._load_duration = meter.create_histogram(
-            "polycache.load.duration", unit="s", description="Duration of loads from a source"
-        )
-        self._backend_duration = meter.create_histogram(
-            "polycache.backend.duration", unit="s", description="Duration of backend calls"
-        )
-        self._breaker_changes = meter.create_counter(
-            "polycache.breaker.changes",
-            unit="{change}",
-            description="Circuit breaker state changes, by new state",
-        )
+        counters = {
+            name: meter.create_counter(name, unit=unit, description=description)
+            for name, (unit, description) in COUNTERS.items()
+        }
+        histograms = {
+            name: meter.create_histogram(name, unit="s", description=description)
+            for name, description in DURATIONS.items()
+        }
+        self._hits = counters["polycache.hits"]
+        self._stale_hits = counters["polycache.stale_hits"]
+        self._misses = counters["polycache.misses"]
+        self._loads = counters["polycache.loads"]
+        self._errors = counters["polycache.errors"]
+        self._breaker_changes = counters["polycache.breaker.changes"]
+        self._load_duration = histograms["polycache.load.duration"]
+        self._backend_duration = histograms["polycache.backend.duration"]
 
     def __repr__(self) -> str:
         return f"OpenTelemetryObserver(record_keys={self.record_keys!r})"

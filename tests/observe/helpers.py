@@ -74,3 +74,13 @@ class Telemetry:
 
     def spans(self) -> list[ReadableSpan]:
         return list(self.exporter.get_finished_spans())
+
+
+def every_event(observer: OpenTelemetryObserver) -> None:
+    """One event of each kind, so that every instrument has a data point."""
+    observer.hits(1)
+    observer.lookup("k", "stale")
+    observer.lookup("k", "miss")
+    observer.load("k", 0.1, "timeout")
+    observer.backend_call("get_many", 0.1, "timeout")
+    observer.breaker("open")

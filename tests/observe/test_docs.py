@@ -10,7 +10,7 @@ from typing import Any
 
 import polycache
 from polycache._emf import COUNTS, LATENCIES
-from tests.observe.helpers import Telemetry, check_emf
+from tests.observe.helpers import Telemetry, check_emf, every_event
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 RENDERING = re.compile(r"^::: (\S+)", re.MULTILINE)
@@ -74,12 +74,7 @@ def test_the_instrument_table_matches_the_observer() -> None:
     )
     telemetry = Telemetry()
     observer = telemetry.observer()
-    observer.hits(1)
-    observer.lookup("k", "stale")
-    observer.lookup("k", "miss")
-    observer.load("k", 0.1, "error")
-    observer.backend_call("get", 0.1, "ok")
-    observer.breaker("open")
+    every_event(observer)
     data = telemetry.reader.get_metrics_data()
     assert data is not None
     instruments: dict[str, Any] = {

@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from polycache import Cache, ConfigurationError, LoaderError, Observer
 from tests.conftest import FakeClock
 from tests.core.fakes import BytesBackend, CountingLoader
-from tests.observe.helpers import Telemetry
+from tests.observe.helpers import Telemetry, every_event
 
 
 @pytest.fixture
@@ -144,12 +144,7 @@ async def test_breaker_changes_are_counted_by_state(telemetry: Telemetry) -> Non
 
 def test_instruments_have_their_units(telemetry: Telemetry) -> None:
     observer = telemetry.observer()
-    observer.hits(1)
-    observer.lookup("k", "stale")
-    observer.lookup("k", "miss")
-    observer.load("k", 0.1, "timeout")
-    observer.backend_call("get_many", 0.1, "timeout")
-    observer.breaker("open")
+    every_event(observer)
     data = telemetry.reader.get_metrics_data()
     assert data is not None
     units = {
