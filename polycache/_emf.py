@@ -99,8 +99,9 @@ class EmfMetrics(BaseObserver):
     Pass it to `lambda_handler(cache=cache, metrics=EmfMetrics(...))` (or `metrics=True` for
     the defaults), which attaches it to the cache and ends an interval after every
     `every_invocations` invocations, or once `every_seconds` have passed since the last line,
-    whichever comes first. Outside `lambda_handler`, attach it with `cache.add_observer` and
-    call `flush()` yourself, after `cache.report()`.
+    whichever comes first. Give it to `lambda_handler` only, not to `Cache(observers=...)` as
+    well: attached twice, it would count everything twice. Outside `lambda_handler`, attach it
+    with `cache.add_observer` and call `flush()` yourself, after `cache.report()`.
 
     Args:
         namespace: The CloudWatch namespace of the metrics.

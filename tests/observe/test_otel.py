@@ -178,3 +178,33 @@ def test_import_polycache_does_not_import_opentelemetry() -> None:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
     ).stdout
     assert output.strip() == "[]"
+
+
+async def test_a_stampede_is_one_load_span_and_every_caller_a_miss(telemetry: Telemetry) -> None:
+    cache = Cache(observers=[telemetry.observer()])
+    loader = CountingLoader(delay=0.02)
+    cache.register_loader("item", loader)
+    results = await asyncio.gather(*(cache.get("item:a") for _ in range(100)))
+    assert set(results) == {"a#1"}
+    assert [span.name for span in telemetry.spans()] == ["cache.load"]
+    points = telemetry.points()
+    assert points[point("polycache.misses")] == 100
+    assert points[point("polycache.loads", outcome="ok")] == 1
+
+
+async def test_a_failed_load_served_stale_is_an_error_span(
+    telemetry: Telemetry, clock: FakeClock
+) -> None:
+    cache = Cache(ttl=1, stale_if_error=60, observers=[telemetry.observer()], clock=clock)
+    loader = CountingLoader()
+    cache.register_loader("item", loader)
+    await cache.get("item:a")
+    loader.error = RuntimeError("down")
+    clock.advance(2)
+    assert await cache.get("item:a") == "a#1"
+    failed = telemetry.spans()[-1]
+    assert attributes(failed)["cache.outcome"] == "stale_served"
+    assert failed.status.status_code is StatusCode.ERROR
+    assert (
+        telemetry.points()[point("polycache.errors", operation="load", outcome="stale_served")] == 1
+    )
