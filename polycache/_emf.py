@@ -41,6 +41,9 @@ COUNTS: Final = (
 )
 """The count metrics of every line, in order (unit `Count`)."""
 
+FAILED_LOADS: Final = frozenset({"error", "timeout", "stale_served"})
+"""The load outcomes that count as errors (stale-if-error served the old value after a failure)."""
+
 PERCENTILES: Final = (50, 90, 99)
 LATENCIES: Final = tuple(
     f"{kind}TimeP{percentile}" for kind in ("Load", "Backend") for percentile in PERCENTILES
@@ -203,7 +206,7 @@ class EmfMetrics(BaseObserver):
         """Count a load (failed: `error`, `timeout`, `stale_served`) and keep its duration."""
         counts = self._counts
         counts["Loads"] += 1
-        if outcome in ("error", "timeout", "stale_served"):
+        if outcome in FAILED_LOADS:
             counts["LoadErrors"] += 1
         self._load_times.add(seconds * 1000)
 

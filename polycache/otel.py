@@ -3,21 +3,8 @@
 Needs the `otel` extra (`pip install 'polycache[otel]'`, the OpenTelemetry API only; bring your
 own SDK and exporters). `import polycache` does not import this module.
 
-Instruments (meter `polycache`):
-
-| instrument | kind | unit | attributes |
-|---|---|---|---|
-| `polycache.hits` | counter | `{hit}` | |
-| `polycache.stale_hits` | counter | `{hit}` | |
-| `polycache.misses` | counter | `{miss}` | |
-| `polycache.loads` | counter | `{load}` | `cache.outcome` |
-| `polycache.errors` | counter | `{error}` | `cache.operation`, `cache.outcome` |
-| `polycache.load.duration` | histogram | `s` | `cache.outcome` |
-| `polycache.backend.duration` | histogram | `s` | `cache.operation`, `cache.outcome` |
-| `polycache.breaker.changes` | counter | `{change}` | `cache.breaker.state` |
-
-Spans (tracer `polycache`), one per load (`cache.load`) and per backend call (`cache.get`,
-`cache.put`, `cache.remove`, by operation), never per memory hit.
+The instruments (`COUNTERS`, `DURATIONS`) and spans are listed with their units and attributes
+on the docs' Observability page.
 """
 
 from __future__ import annotations
@@ -32,6 +19,7 @@ from typing import Final  # noqa: E402
 from opentelemetry import metrics, trace  # noqa: E402
 from opentelemetry.trace import SpanKind, Status, StatusCode  # noqa: E402
 
+from polycache._emf import FAILED_LOADS  # noqa: E402
 from polycache._observe import (  # noqa: E402
     BackendOutcome,
     BaseObserver,
@@ -67,8 +55,6 @@ DURATIONS: Final = {
     "polycache.backend.duration": "Duration of backend calls",
 }
 """Histogram name -> description; the unit is seconds (`s`)."""
-
-_FAILED_LOADS: Final = frozenset({"error", "timeout", "stale_served"})
 
 
 class OpenTelemetryObserver(BaseObserver):
@@ -143,7 +129,7 @@ class OpenTelemetryObserver(BaseObserver):
         """Count the load, record its duration and make its `cache.load` span."""
         self._loads.add(1, {"cache.outcome": outcome})
         self._load_duration.record(seconds, {"cache.outcome": outcome})
-        failed = outcome in _FAILED_LOADS
+        failed = outcome in FAILED_LOADS
         if failed:
             self._errors.add(1, {"cache.operation": "load", "cache.outcome": outcome})
         attributes: dict[str, str | bool] = {
