@@ -12,20 +12,10 @@ import pytest
 
 import polycache
 from polycache import Cache, ConfigurationError, EmfMetrics
+from polycache._emf import COUNTS
 from tests.conftest import FakeClock
 from tests.core.fakes import CountingLoader
 from tests.observe.helpers import check_emf
-
-COUNT_NAMES = [
-    "Hits",
-    "StaleHits",
-    "Misses",
-    "Loads",
-    "LoadErrors",
-    "BackendCalls",
-    "BackendErrors",
-    "BreakerOpens",
-]
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
@@ -83,7 +73,7 @@ def test_a_line_has_the_interval_counts_and_exact_percentiles(clock: FakeClock) 
                     "Namespace": "shop",
                     "Dimensions": [["Service"]],
                     "Metrics": [
-                        *({"Name": name, "Unit": "Count"} for name in COUNT_NAMES),
+                        *({"Name": name, "Unit": "Count"} for name in COUNTS),
                         *(
                             {"Name": f"{kind}TimeP{percentile}", "Unit": "Milliseconds"}
                             for kind in ("Load", "Backend")
@@ -161,7 +151,7 @@ def test_lambda_handler_writes_one_line_per_invocation_that_did_something(
     assert handler(["item:a"], None) == ["a#1"]
     assert handler([], None) == []  # nothing happened: no line
     first, second = lines(stream)
-    assert {name: first[name] for name in COUNT_NAMES} == {
+    assert {name: first[name] for name in COUNTS} == {
         "Hits": 2,
         "StaleHits": 0,
         "Misses": 1,
@@ -172,8 +162,8 @@ def test_lambda_handler_writes_one_line_per_invocation_that_did_something(
         "BreakerOpens": 0,
     }
     assert 0 <= first["LoadTimeP50"] == first["LoadTimeP99"] < 1000
-    assert {name: second[name] for name in COUNT_NAMES} == {
-        name: 1 if name == "Hits" else 0 for name in COUNT_NAMES
+    assert {name: second[name] for name in COUNTS} == {
+        name: 1 if name == "Hits" else 0 for name in COUNTS
     }
     assert "LoadTimeP50" not in second
 
