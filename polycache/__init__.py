@@ -25,6 +25,7 @@ from polycache._contracts import (
     Loaded,
     LoaderFunction,
 )
+from polycache._emf import EmfMetrics
 from polycache._errors import (
     BackendError,
     BackendTimeout,
@@ -54,6 +55,7 @@ __all__ = [
     "ClearableBackend",
     "ConditionalLoader",
     "ConfigurationError",
+    "EmfMetrics",
     "Entry",
     "JsonSerializer",
     "LeaseBackend",
