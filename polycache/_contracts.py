@@ -7,8 +7,9 @@ A backend stores `Entry` objects under string keys. The `Cache` owns every polic
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from polycache._frozen import Frozen, set_field
 
 __all__ = [
     "Backend",
@@ -23,8 +24,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(Frozen):
     """One cached value with its freshness, as wall-clock (epoch) seconds.
 
     Times are absolute so that an entry written by one process keeps its meaning in another
@@ -39,12 +39,31 @@ class Entry:
         negative: The entry remembers that the source has no such name.
     """
 
+    __slots__ = ("expires_at", "fresh_until", "negative", "stale_until", "validator", "value")
+    __match_args__ = ("value", "fresh_until", "stale_until", "expires_at", "validator", "negative")
+
     value: Any
     fresh_until: float
     stale_until: float
     expires_at: float
-    validator: str | None = None
-    negative: bool = False
+    validator: str | None
+    negative: bool
+
+    def __init__(
+        self,
+        value: Any,
+        fresh_until: float,
+        stale_until: float,
+        expires_at: float,
+        validator: str | None = None,
+        negative: bool = False,
+    ) -> None:
+        set_field(self, "value", value)
+        set_field(self, "fresh_until", fresh_until)
+        set_field(self, "stale_until", stale_until)
+        set_field(self, "expires_at", expires_at)
+        set_field(self, "validator", validator)
+        set_field(self, "negative", negative)
 
 
 @runtime_checkable
@@ -139,8 +158,7 @@ LoaderFunction = Callable[[str], Awaitable[Any]]
 """A loader: called with the name after the key's scheme, returns the value."""
 
 
-@dataclass(frozen=True, slots=True)
-class Loaded:
+class Loaded(Frozen):
     """What a conditional loader returns.
 
     Attributes:
@@ -149,9 +167,17 @@ class Loaded:
         modified: False when the source says the cached value is still current.
     """
 
+    __slots__ = ("modified", "validator", "value")
+    __match_args__ = ("value", "validator", "modified")
+
     value: Any
-    validator: str | None = None
-    modified: bool = True
+    validator: str | None
+    modified: bool
+
+    def __init__(self, value: Any, validator: str | None = None, modified: bool = True) -> None:
+        set_field(self, "value", value)
+        set_field(self, "validator", validator)
+        set_field(self, "modified", modified)
 
 
 @runtime_checkable
