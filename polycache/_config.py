@@ -11,8 +11,8 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, TypeAlias
 
+from polycache._contracts import Frozen, set_field
 from polycache._errors import ConfigurationError
-from polycache._frozen import Frozen, set_field
 
 __all__ = ["DEFAULTS", "UNSET", "Settings", "Unset", "duration", "fraction", "resolve_settings"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from polycache._frozen import Frozen, set_field
+from polycache._contracts import Frozen, set_field
 
 __all__ = ["Counters", "Stats"]
 
