@@ -408,7 +408,8 @@ def import_cost(runs: int) -> None:
         "cashews": "cashews",
         "Powertools parameters": "aws_lambda_powertools.utilities.parameters",
     }
-    samples: dict[str, list[float]] = {name: [] for name in modules}
+    totals: dict[str, list[float]] = {name: [] for name in modules}
+    increments: dict[str, list[float]] = {name: [] for name in modules}
     # Bytecode is written and reused, as in a deployment package that ships .pyc files.
     environment = {
         name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"
@@ -417,9 +418,11 @@ def import_cost(runs: int) -> None:
         subprocess.run([sys.executable, "-c", f"import {module}"], env=environment, check=True)
     for _ in range(runs):
         for name, module in modules.items():
+            # Both the whole import and, inside the same process, the part after asyncio: the
+            # second does not subtract two noisy medians, so it is the steadier figure.
             code = (
-                "import time; t = time.perf_counter(); import asyncio; "
-                f"import {module}; print(time.perf_counter() - t)"
+                "import time; t = time.perf_counter(); import asyncio; u = time.perf_counter(); "
+                f"import {module}; v = time.perf_counter(); print(v - t, v - u)"
             )
             output = subprocess.run(
                 [sys.executable, "-c", code],
@@ -427,15 +430,20 @@ def import_cost(runs: int) -> None:
                 text=True,
                 check=True,
                 env=environment,
-            ).stdout
-            samples[name].append(float(output))
-    base = statistics.median(samples["asyncio alone"])
-    print(f"  asyncio alone: {base * 1000:.1f} ms (median of {runs})")
-    for name, values in samples.items():
+            ).stdout.split()
+            totals[name].append(float(output[0]))
+            increments[name].append(float(output[1]))
+    base = statistics.median(totals["asyncio alone"])
+    print(f"  asyncio alone: {base * 1000:.1f} ms (median of {runs} alternated processes)")
+    for name, values in totals.items():
         if name != "asyncio alone":
             extra = (statistics.median(values) - base) * 1000
-            print(f"  {name:<24} +{extra:6.1f} ms over asyncio")
-    print("  goal: polycache <= 8 ms over asyncio")
+            inside = statistics.median(increments[name]) * 1000
+            print(
+                f"  {name:<24} +{extra:6.1f} ms over asyncio  "
+                f"({inside:6.1f} ms measured after asyncio, in process)"
+            )
+    print("  goal: polycache <= 3 ms over asyncio")
 
 
 async def per_operation(quick: bool) -> None:
@@ -475,7 +483,7 @@ def main() -> None:
     asyncio.run(stale_while_revalidate(2_000 if arguments.quick else 20_000))
     gc.collect()
     memory_per_entry(20_000 if arguments.quick else 1_000_000)
-    import_cost(3 if arguments.quick else 15)
+    import_cost(3 if arguments.quick else 21)
 
 
 if __name__ == "__main__":
