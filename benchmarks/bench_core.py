@@ -504,7 +504,8 @@ def import_cost(runs: int) -> None:
         "cashews": "cashews",
         "Powertools parameters": "aws_lambda_powertools.utilities.parameters",
     }
-    samples: dict[str, list[float]] = {name: [] for name in modules}
+    totals: dict[str, list[float]] = {name: [] for name in modules}
+    increments: dict[str, list[float]] = {name: [] for name in modules}
     # Bytecode is written and reused, as in a deployment package that ships .pyc files.
     environment = {
         name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"
@@ -513,9 +514,12 @@ def import_cost(runs: int) -> None:
         subprocess.run([sys.executable, "-c", f"import {module}"], env=environment, check=True)
     for _ in range(runs):
         for name, module in modules.items():
+            # Both the whole import's wall time and the CPU time of the part after asyncio,
+            # inside the same process: the second subtracts no two noisy medians and does not
+            # count the time a busy neighbour held the CPU, so it is the steadier figure.
             code = (
-                "import time; t = time.perf_counter(); import asyncio; "
-                f"import {module}; print(time.perf_counter() - t)"
+                "import time; t = time.perf_counter(); import asyncio; u = time.process_time(); "
+                f"import {module}; v = time.process_time(); print(time.perf_counter() - t, v - u)"
             )
             output = subprocess.run(
                 [sys.executable, "-c", code],
@@ -523,24 +527,29 @@ def import_cost(runs: int) -> None:
                 text=True,
                 check=True,
                 env=environment,
-            ).stdout
-            samples[name].append(float(output))
-    base = statistics.median(samples["asyncio alone"])
-    print(f"  asyncio alone: {base * 1000:.1f} ms (median of {runs})")
+            ).stdout.split()
+            totals[name].append(float(output[0]))
+            increments[name].append(float(output[1]))
+    base = statistics.median(totals["asyncio alone"])
+    print(f"  asyncio alone: {base * 1000:.1f} ms (median of {runs} alternated processes)")
     rows: dict[str, float] = {}
-    for name, values in samples.items():
+    for name, values in totals.items():
         if name != "asyncio alone":
             extra = (statistics.median(values) - base) * 1000
-            rows[name] = extra
-            print(f"  {name:<24} +{extra:6.1f} ms over asyncio")
-    print("  goal: polycache <= 8 ms over asyncio")
+            inside = statistics.median(increments[name]) * 1000
+            rows[name] = inside
+            print(
+                f"  {name:<24} +{extra:6.1f} ms over asyncio  "
+                f"({inside:6.1f} ms CPU after asyncio, in process)"
+            )
+    print("  goal: polycache <= 3 ms over asyncio")
     record(
         "import-cost",
-        "import cost over `import asyncio`",
+        "import cost after `import asyncio` (CPU in process)",
         "ms",
         dict(sorted(rows.items(), key=lambda item: item[1])),
         None,
-        "polycache <= 8 ms over asyncio",
+        "polycache <= 3 ms over asyncio",
     )
 
 
@@ -608,7 +617,7 @@ def main() -> None:
     asyncio.run(stale_while_revalidate(2_000 if arguments.quick else 20_000))
     gc.collect()
     memory_per_entry(20_000 if arguments.quick else 1_000_000)
-    import_cost(3 if arguments.quick else 15)
+    import_cost(3 if arguments.quick else 21)
     if arguments.json is not None:
         data = {
             "benchmark": "bench_core",
