@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import random
 import re
 import sys
 import threading
@@ -171,11 +172,16 @@ def before_snapshot() -> None:
 def after_restore() -> None:
     """The after-restore hook: new credentials, entries from the snapshot marked stale.
 
-    The AWS loaders' clients are closed and their next call reads the credentials and
-    endpoints of the restored environment. Each registered cache's in-process entries become
+    Python's `random` module is seeded anew from the OS (polycache's jitter draws from it). The
+    AWS loaders' clients are closed and their next call reads the credentials and endpoints of
+    the restored environment. Each registered cache's in-process entries become
     stale (served while they refresh), its `reload_on_restore` keys are dropped, and a
     near-cache's local layer is emptied. Nothing here waits on the network.
     """
+    # Every environment restored from one snapshot starts with the same pseudorandom state:
+    # the fleet would draw the same TTL jitter and early-refresh moments (Lambda's guide on
+    # uniqueness asks for a new seed after a restore).
+    random.seed()
     aws = sys.modules.get("polycache.loaders._aws")
     if aws is not None:
         aws.renew_session()

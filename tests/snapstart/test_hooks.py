@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import random
 import subprocess
 import sys
 from collections.abc import Callable
@@ -159,6 +160,15 @@ def test_the_runtime_hooks_are_registered_once_per_process() -> None:
     snapstart.register(Cache())
     assert [hook for hook, _, _ in get_before_snapshot()].count(snapstart.before_snapshot) == 1
     assert [hook for hook, _, _ in get_after_restore()].count(snapstart.after_restore) == 1
+
+
+def test_after_restore_draws_new_pseudorandom_numbers() -> None:
+    # Every environment restored from one snapshot would otherwise draw the same jitter.
+    random.seed(7)
+    in_snapshot = random.random()
+    random.seed(7)
+    snapstart.after_restore()
+    assert random.random() != in_snapshot
 
 
 def test_a_registration_does_not_keep_a_cache_alive() -> None:
