@@ -1,7 +1,9 @@
 """A SnapStart function's life in one process: INIT, snapshot, restore into another environment.
 
-Run by test_restore.py as `python -m tests.snapstart.restored_function RESTORED_ENDPOINT`, with
-the AWS variables pointing at the snapshot's environment (server A, credentials X). It:
+Run by test_restore.py as `python -m tests.snapstart.restored_function ENDPOINT KEY_ID`, with the
+AWS variables pointing at the snapshot's environment (server A, credentials X); ENDPOINT and
+KEY_ID are those of the restored environment (server B, credentials Y). Never imported: it
+builds its cache and prefetches at import, as a function's module does. It:
 
 1. builds a cache, registers it for SnapStart (`secretsmanager:*` reloads on restore) and
    prefetches a parameter and a secret at INIT through `lambda_handler`, as a function would;
@@ -30,11 +32,6 @@ import polycache.snapstart
 
 PARAMETER = "ssm:/app/config"
 SECRET = "secretsmanager:app/token"
-RESTORED_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "RESTOREDKEYID",
-    "AWS_SECRET_ACCESS_KEY": "restored-secret",
-    "AWS_SESSION_TOKEN": "restored-token",
-}
 
 
 def run_before_snapshot() -> None:
@@ -81,13 +78,16 @@ async def handler(event: str, context: object) -> dict[str, Any]:
         parameter = await cache.get(PARAMETER)
         parameter_seconds = time.perf_counter() - started
         counted = cache.stats
+        started = time.perf_counter()
         secret = await cache.get(SECRET)
+        secret_seconds = time.perf_counter() - started
         return {
             "parameter": parameter,
             "parameter_seconds": parameter_seconds,
             "stale_hits": counted.stale_hits,
             "misses": counted.misses,
             "secret": secret,
+            "secret_seconds": secret_seconds,
         }
     # A later invocation: the background refresh started by the first one lands meanwhile.
     deadline = time.monotonic() + 10
@@ -99,7 +99,7 @@ async def handler(event: str, context: object) -> dict[str, Any]:
 
 
 def main() -> None:
-    restored_endpoint = sys.argv[1]
+    restored_endpoint, restored_key_id = sys.argv[1:3]
     snapshot_port = urllib.parse.urlsplit(os.environ["AWS_ENDPOINT_URL"]).port
     assert snapshot_port is not None
     report: dict[str, Any] = {
@@ -108,7 +108,12 @@ def main() -> None:
     }
     run_before_snapshot()
     report["snapshot_connections"] = established_connections(snapshot_port)
-    os.environ.update(RESTORED_CREDENTIALS, AWS_ENDPOINT_URL=restored_endpoint)
+    os.environ.update(
+        AWS_ACCESS_KEY_ID=restored_key_id,
+        AWS_SECRET_ACCESS_KEY="restored-secret",
+        AWS_SESSION_TOKEN="restored-token",
+        AWS_ENDPOINT_URL=restored_endpoint,
+    )
     started = time.perf_counter()
     run_after_restore()
     report["restore_seconds"] = time.perf_counter() - started

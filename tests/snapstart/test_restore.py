@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from tests.snapstart.conftest import ROOT, MotoProcess
-from tests.snapstart.restored_function import RESTORED_CREDENTIALS
 from tests.stand_ins.moto_server import AWS_TEST_ENVIRONMENT
 
 SNAPSHOT_KEY_ID = "SNAPSHOTKEYID"
+RESTORED_KEY_ID = "RESTOREDKEYID"
 
 
 def seed(server: MotoProcess, suffix: str) -> None:
@@ -46,7 +46,13 @@ def restored(moto_processes: Callable[[], MotoProcess]) -> dict[str, Any]:
         AWS_ENDPOINT_URL=snapshot_server.url,
     )
     finished = subprocess.run(
-        [sys.executable, "-m", "tests.snapstart.restored_function", restored_server.url],
+        [
+            sys.executable,
+            "-m",
+            "tests.snapstart.restored_function",
+            restored_server.url,
+            RESTORED_KEY_ID,
+        ],
         cwd=ROOT,
         env=environment,
         capture_output=True,
@@ -103,7 +109,7 @@ def test_a_reload_on_restore_secret_is_loaded_from_the_restored_environment_befo
 def test_after_restore_every_call_goes_to_the_new_endpoint_with_the_new_credentials(
     restored: dict[str, Any],
 ) -> None:
-    restored_key = RESTORED_CREDENTIALS["AWS_ACCESS_KEY_ID"]
+    restored_key = RESTORED_KEY_ID
     # Nothing more reached A than the two INIT loads: no old connection was reused.
     assert len(restored["snapshot_calls"]) == 2
     assert Counter(restored["restored_calls"]) == {
