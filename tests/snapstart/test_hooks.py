@@ -283,3 +283,46 @@ def test_import_polycache_imports_neither_snapstart_nor_its_library() -> None:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
     ).stdout
     assert output.strip() == "[]"
+
+
+class HangingAfterFirstLoad:
+    """Loads `name#1`, then hangs until told to answer again (as a call cut by a snapshot)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.hang = False
+
+    async def __call__(self, name: str) -> str:
+        self.calls += 1
+        if self.hang:
+            await asyncio.Event().wait()
+        return f"{name}#{self.calls}"
+
+
+def test_a_refresh_cut_by_the_snapshot_is_started_again_after_the_restore(
+    clock: FakeClock,
+) -> None:
+    from polycache._lambda import run_on_environment_loop
+
+    cache = Cache(ttl=60, stale_ttl=600, clock=clock)
+    loader = HangingAfterFirstLoad()
+    cache.register_loader("config", loader)
+    snapstart.register(cache)
+
+    async def get() -> object:
+        return await cache.get("config:a")
+
+    async def refreshed() -> object:
+        await settle(lambda: loader.calls == 3 and cache.stats.loads == 3)
+        return await cache.get("config:a")
+
+    assert run_on_environment_loop(get) == "a#1"
+    clock.advance(61)
+    loader.hang = True
+    assert run_on_environment_loop(get) == "a#1"  # stale; its refresh hangs
+    run_on_environment_loop(settle, lambda: loader.calls == 2)
+    snapstart.before_snapshot()  # cancels the refresh
+    snapstart.after_restore()
+    loader.hang = False
+    assert run_on_environment_loop(get) == "a#1"  # stale, and a new refresh starts
+    assert run_on_environment_loop(refreshed) == "a#3"
