@@ -17,6 +17,7 @@ from polycache import Cache, ConfigurationError, Entry, snapstart
 from polycache.backends.near import NearCacheBackend
 from tests.conftest import FakeClock
 from tests.core.fakes import BytesBackend, CountingLoader
+from tests.stand_ins.moto_server import AWS_TEST_ENVIRONMENT
 
 
 async def settle(condition: Callable[[], bool]) -> None:
@@ -326,3 +327,41 @@ def test_a_refresh_cut_by_the_snapshot_is_started_again_after_the_restore(
     loader.hang = False
     assert run_on_environment_loop(get) == "a#1"  # stale, and a new refresh starts
     assert run_on_environment_loop(refreshed) == "a#3"
+
+
+# -- the AWS loaders' session -----------------------------------------------------------------
+
+
+async def test_the_default_aws_session_is_renewed_and_keeps_its_service_models(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from polycache.loaders import _aws
+
+    for name, value in AWS_TEST_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    _aws.use_session(None)
+    try:
+        before = await _aws.client("ssm")
+        session = _aws._session
+        snapstart.register(Cache())
+        snapstart.after_restore()
+        after = await _aws.client("ssm")
+        assert after is not before
+        assert _aws._session is not session
+        assert _aws._session.get_component("data_loader") is session.get_component("data_loader")
+    finally:
+        _aws.use_session(None)
+
+
+def test_an_aws_session_given_to_use_session_is_kept_across_a_restore() -> None:
+    import botocore.session
+
+    from polycache.loaders import _aws
+
+    given = botocore.session.Session()
+    _aws.use_session(given)
+    try:
+        snapstart.after_restore()
+        assert _aws._session is given
+    finally:
+        _aws.use_session(None)
