@@ -979,15 +979,20 @@ class Cache:
         now = self._clock()
         until = now + stale_for
         records = storage.records
+        renewed: dict[str, tuple[Record, Record]] = {}
         for key, record in list(records.items()):
             if record[0] is NEGATIVE or reload(key):
                 del records[key]
             else:
+                stale = (record[0], now, max(record[2], until), max(record[3], until), *record[4:])
                 # Reassigning an existing key keeps its place in the LRU order.
-                records[key] = (
-                    record[0],
-                    now,
-                    max(record[2], until),
-                    max(record[3], until),
-                    *record[4:],
-                )
+                records[key] = stale
+                renewed[key] = (record, stale)
+        # The tag index (tag -> {key: record}) knows a record by identity: point it at the new
+        # ones, or invalidating a tag would leave them. (getattr: the index is newer than this.)
+        index: dict[str, dict[str, Record]] = getattr(storage, "tag_index", {})
+        for tagged in index.values():
+            for key, record in tagged.items():
+                pair = renewed.get(key)
+                if pair is not None and pair[0] is record:
+                    tagged[key] = pair[1]
