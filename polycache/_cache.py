@@ -225,6 +225,7 @@ class Cache:
             raise ConfigurationError(f"observers must be a list of Observer, got {observers!r}")
         for observer in observers:
             self.add_observer(observer)
+        self._snapstart_opt_in(environ)
         # Loop-bound state, replaced when the running loop changes (asyncio.run per invocation).
         self._state = LoopState(None)
         # The hit paths read the memory backend's dict directly (None when disabled: every get
@@ -954,7 +955,8 @@ class Cache:
                 return entry
             if now < entry.stale_until and not entry.negative:
                 self._looked_up(key, "stale")
-                if route is not None and key not in state.loads:
+                running = state.loads.get(key)
+                if route is not None and (running is None or running.superseded):
                     self._loading.start(state, key, route, entry, force=False)
                 return entry
         self._looked_up(key, "miss")
@@ -1013,3 +1015,54 @@ class Cache:
         from polycache._sync import SyncCache
 
         return SyncCache(self)
+
+    # -- SnapStart: called by polycache.snapstart's hooks -----------------------------------
+    # Kept together at the end of the class, apart from the pipeline above.
+
+    def _snapstart_opt_in(self, environ: Mapping[str, str]) -> None:
+        """Register SnapStart hooks if this cache is built during a SnapStart INIT.
+
+        Meant to be called at the end of `__init__` with the environment the cache was built
+        with; it costs one lookup when the function is not a SnapStart one.
+        """
+        if environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start":
+            from polycache.snapstart import register_from_environment
+
+            register_from_environment(self, environ)
+
+    def _restored(self, reload: Callable[[str], bool], stale_for: float) -> None:
+        """Mark every in-process entry stale after a restore from a snapshot.
+
+        Each entry is served at once and refreshed in the background (for at least `stale_for`
+        seconds from now, even if it expired while the snapshot was stored). A key for which
+        `reload` is true, and any remembered "not found", is dropped: it loads before use.
+        A remote backend's entries are shared and left alone; a near-cache's local layer is
+        emptied.
+        """
+        for flight in self._state.loads.values():
+            # A load from before the snapshot used the old credentials: it stores nothing.
+            flight.superseded = True
+        storage = self._storage
+        if isinstance(storage, RemoteStorage):
+            if storage.near is not None:
+                storage.near.clear_local()
+            return
+        now = self._clock()
+        until = now + stale_for
+        records = storage.records
+        renewed: dict[str, tuple[Record, Record]] = {}
+        for key, record in list(records.items()):
+            if record[0] is NEGATIVE or reload(key):
+                del records[key]
+            else:
+                stale = (record[0], now, max(record[2], until), max(record[3], until), *record[4:])
+                # Reassigning an existing key keeps its place in the LRU order.
+                records[key] = stale
+                renewed[key] = (record, stale)
+        # The tag index (tag -> {key: record}) knows a record by identity: point it at the new
+        # ones, or invalidating a tag would leave them.
+        for tagged in storage.tag_index.values():
+            for key, record in tagged.items():
+                pair = renewed.get(key)
+                if pair is not None and pair[0] is record:
+                    tagged[key] = pair[1]
