@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -580,8 +580,7 @@ class Cache:
         key = _check_key(key)
         self._supersede(key)
         await self._storage.delete(key)
-        if self._observers is not None:
-            self._observers.invalidation((key,), "delete")
+        self._invalidated((key,), "delete")
 
     async def set_many(
         self,
@@ -621,8 +620,7 @@ class Cache:
         for key in unique:
             self._supersede(key)
         await self._storage.delete_many(unique)
-        if self._observers is not None:
-            self._observers.invalidation(unique, "delete")
+        self._invalidated(unique, "delete")
 
     async def invalidate_tags(self, *tags: str) -> None:
         """Make every entry stored with one of `tags` a miss, in every process.
@@ -639,8 +637,7 @@ class Cache:
         for flight in self._state.loads.values():
             flight.superseded = True
         await self._storage.invalidate_tags(names)
-        if self._observers is not None:
-            self._observers.invalidation(names, "tags")
+        self._invalidated(names, "tags")
 
     async def exists(self, key: str) -> bool:
         """True if a value is cached under `key`, fresh or stale; never loads, counts nothing.
@@ -678,8 +675,7 @@ class Cache:
         for flight in self._state.loads.values():
             flight.superseded = True
         await self._storage.clear()
-        if self._observers is not None:
-            self._observers.invalidation(("*",), "clear")
+        self._invalidated(("*",), "clear")
 
     async def refresh(
         self,
@@ -902,12 +898,20 @@ class Cache:
         counters = self._counters
         if outcome == "miss":
             counters.misses += 1
+            logger.debug("polycache: miss %r", key)
         else:
             counters.stale_hits += 1
+            logger.debug("polycache: serving %r stale", key)
         observers = self._observers
         if observers is not None:
             self.report()
             observers.lookup(key, outcome)
+
+    def _invalidated(self, keys: Sequence[str], reason: str) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("polycache: invalidated %s (%s)", ", ".join(map(repr, keys)), reason)
+        if self._observers is not None:
+            self._observers.invalidation(keys, reason)
 
     def _supersede(self, key: str) -> None:
         flight = self._state.loads.get(key)
@@ -957,6 +961,7 @@ class Cache:
                 self._looked_up(key, "stale")
                 running = state.loads.get(key)
                 if route is not None and (running is None or running.superseded):
+                    logger.debug("polycache: refreshing %r in the background", key)
                     self._loading.start(state, key, route, entry, force=False)
                 return entry
         self._looked_up(key, "miss")
