@@ -32,7 +32,7 @@ from polycache._routing import LoaderTable, Route, zero_argument_route
 from polycache._serializers import Serializer, serializer_from
 from polycache._stats import Counters, Stats
 from polycache._storage import MemoryStorage, RemoteStorage, storage_for
-from polycache._tags import TagsOption, check_tags
+from polycache._tags import TagsOption, check_tags, is_tagged
 from polycache.backends.memory import NEGATIVE, Record
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ __all__ = ["Cache", "Stats"]
 logger = logging.getLogger("polycache")
 
 _running_loop: Final = asyncio.get_running_loop
+
+_UNREADABLE: Final = object()
 
 LoaderT = TypeVar("LoaderT", bound=LoaderFunction)
 
@@ -231,6 +233,16 @@ class Cache:
         # The hit paths read the memory backend's dict directly (None when disabled: every get
         # then takes the slow path, which misses and loads).
         memory = self._storage if isinstance(self._storage, MemoryStorage) else None
+        # A near-cache in front of a remote backend is answered inline too (None when disabled).
+        self._near = (
+            self._storage.near
+            if isinstance(self._storage, RemoteStorage) and not self._disabled
+            else None
+        )
+        # key -> (the near-cache's held entry, its decoded value): each held entry is decoded
+        # once, however often it is read.
+        self._decoded: dict[str, tuple[Entry, Any]] = {}
+        self._decoded_limit = 2 * (self._near.local_max_entries if self._near else 0) + 16
         self._records: dict[str, Record] | None = (
             None if memory is None or self._disabled else memory.records
         )
@@ -448,6 +460,24 @@ class Cache:
                 self._looked_up(key, "miss")
                 entry = await flight.wait()
                 return default if entry is None or entry.negative else entry.value
+        elif max_age is None and self._near is not None:
+            # A near-cache hit: no await, and the value decoded once per held entry.
+            try:
+                held = self._near.peek(key)
+            except TypeError:
+                raise _key_error(key) from None  # unhashable, so not a str
+            if held is not None:
+                decoded = self._decoded.get(key)
+                if decoded is not None and decoded[0] is held:
+                    self._hits += 1
+                    return decoded[1]
+                if held.negative:
+                    self._hits += 1
+                    return default
+                value = self._decode_held(key, held)
+                if value is not _UNREADABLE:
+                    self._hits += 1
+                    return value
         key = _check_key(key)
         route = self._loaders.route(key)
         if route is not None and (ttl is not None or stale_ttl is not None):
@@ -893,6 +923,21 @@ class Cache:
         await self.aclose()
 
     # -- the miss path ------------------------------------------------------------------------
+
+    def _decode_held(self, key: str, held: Entry) -> Any:
+        # The value of a near-cache's entry, remembered against it; `_UNREADABLE` if it has tags
+        # to check or cannot be read (then the slow path decides).
+        storage = self._storage
+        if not isinstance(storage, RemoteStorage) or is_tagged(held.value):
+            return _UNREADABLE
+        entry = storage.deserialize(key, held)
+        if entry is None:
+            return _UNREADABLE
+        decoded = self._decoded
+        if len(decoded) >= self._decoded_limit:
+            decoded.clear()
+        decoded[key] = (held, entry.value)
+        return entry.value
 
     def _looked_up(self, key: str, outcome: LookupOutcome) -> None:
         counters = self._counters
