@@ -821,13 +821,18 @@ class Cache:
         return_exceptions: bool,
     ) -> None:
         state = self._current_state()
-        routes = {key: self._loaders.route(key) for key in keys}
         entries = await self._storage.read_many(keys, state.reads)
         now = self._clock()
         batches: dict[str, Batch] = {}
         lookups: dict[str, Awaitable[Entry | None]] = {}
+        hits = 0
         for key, entry in zip(keys, entries, strict=True):
-            route = routes[key]
+            if entry is not None and now < entry.fresh_until and not self._disabled:
+                # A hit needs no coroutine of its own.
+                hits += 1
+                results[key] = default if entry.negative else entry.value
+                continue
+            route = self._loaders.route(key)
             if (
                 route is not None
                 and route.batch is not None
@@ -847,6 +852,9 @@ class Cache:
             for key, flight in self._loading.start_batch(state, batch).items():
                 self._looked_up(key, "miss")
                 lookups[key] = flight.wait()
+        self._hits += hits
+        if not lookups:
+            return
         outcomes = await asyncio.gather(*lookups.values(), return_exceptions=True)
         first_error: BaseException | None = None
         for key, outcome in zip(lookups, outcomes, strict=True):

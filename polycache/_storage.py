@@ -220,7 +220,9 @@ class RemoteStorage:
 
     async def _read(self, key: str) -> Entry | None:
         stored: Entry | None = await self.call("get", key, lambda: self.backend.get(key))
-        return await self._current(key, stored)
+        if stored is not None and is_tagged(stored.value):
+            return await self._current(key, stored)
+        return self.deserialize(key, stored)
 
     async def _current(self, key: str, stored: Entry | None) -> Entry | None:
         """`stored`, deserialized, unless one of its tags was invalidated after it was written."""
@@ -266,11 +268,21 @@ class RemoteStorage:
         stored = await self.call("get_many", keys[0], lambda: backend.get_many(list(keys)))
         if stored is None:
             return [None] * len(keys)
-        return list(
-            await asyncio.gather(
-                *(self._current(key, entry) for key, entry in zip(keys, stored, strict=True))
-            )
-        )
+        # Entries with tags need their tags checked (a read); the others are decoded here.
+        tagged = [
+            index
+            for index, entry in enumerate(stored)
+            if entry is not None and is_tagged(entry.value)
+        ]
+        entries = [
+            None if entry is not None and is_tagged(entry.value) else self.deserialize(key, entry)
+            for key, entry in zip(keys, stored, strict=True)
+        ]
+        if tagged:
+            checked = await asyncio.gather(*(self._current(keys[i], stored[i]) for i in tagged))
+            for index, entry in zip(tagged, checked, strict=True):
+                entries[index] = entry
+        return entries
 
     def _skipped(self, key: str) -> bool:
         until = self.timed_out.get(key)

@@ -43,10 +43,11 @@ async def test_paused_server_fails_open_within_backend_timeout(own_redis: RedisS
     await strict.aclose()
 
 
-async def test_paused_server_bounds_a_bare_backend_by_socket_timeout(
+async def test_paused_server_bounds_a_bare_backend_by_reply_timeout(
     own_redis: RedisServer,
 ) -> None:
-    backend = RedisBackend.from_url(f"{own_redis.url}?socket_timeout=0.2", environ={})
+    # Without a Cache around it, a backend bounds replies only when asked to.
+    backend = RedisBackend.from_url(f"{own_redis.url}?reply_timeout=0.2", environ={})
     assert await backend.get("k") is None
     own_redis.pause()
     try:
