@@ -316,6 +316,11 @@ class RemoteStorage:
         """
         serializer = self.serializer
         if serializer is None:
+            if tags:
+                raise ConfigurationError(
+                    f"tags need a backend that stores bytes (or memory://); "
+                    f"{type(self.backend).__name__} keeps objects, so {key!r} cannot carry tags"
+                )
             return entry
         data = b"" if entry.negative else serializer.dumps(entry.value)
         if tags and not entry.negative:
@@ -337,13 +342,17 @@ class RemoteStorage:
         """Store a loaded entry: an unstorable value is counted and logged, not raised."""
         try:
             stored = self.serialize(key, entry, tags)
-        except SerializationError as exc:
+        except (SerializationError, ConfigurationError) as exc:
             self.counters.uncached += 1
             logger.warning("polycache: not caching %r: %s", key, exc)
             return
         if entry.expires_at <= self.clock():
             return
-        await self.call("set", key, lambda: self.backend.set(key, stored))
+        try:
+            await self.call("set", key, lambda: self.backend.set(key, stored))
+        except BackendError as exc:
+            # Stored after the waiters had their answer: nobody is left to raise it to.
+            logger.warning("polycache: storing the loaded value of %r failed: %s", key, exc)
 
     async def write_many(self, entries: Mapping[str, Entry], tags: Tags = ()) -> None:
         """Store several entries (a `set_many`): every value is serialized before any is sent."""

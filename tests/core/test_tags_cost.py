@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from polycache import Cache
+import asyncio
+import logging
+
+import pytest
+
+from polycache import Cache, ConfigurationError, Entry
 from tests.core.fakes import BytesBackend
 
 
@@ -40,3 +45,47 @@ async def test_memoized_functions_take_tags() -> None:
     assert await get_user.refresh(1) == {"id": 1}
     await cache.invalidate_tags("users")
     assert not await cache.exists("user:1")  # the refreshed entry carried the tag too
+
+
+class ObjectBackend:
+    """A custom remote backend that keeps objects (stores_objects=True)."""
+
+    stores_objects = True
+    max_item_bytes = None
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Entry] = {}
+
+    async def get(self, key: str) -> Entry | None:
+        return self.entries.get(key)
+
+    async def set(self, key: str, entry: Entry) -> None:
+        self.entries[key] = entry
+
+    async def delete(self, key: str) -> None:
+        self.entries.pop(key, None)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_tags_on_a_backend_that_keeps_objects_are_refused_not_ignored() -> None:
+    cache = Cache(ObjectBackend())
+    with pytest.raises(ConfigurationError, match="tags need a backend that stores bytes"):
+        await cache.set("k", 1, tags=["t"])
+
+
+async def test_a_failed_store_after_a_load_is_logged_even_failing_closed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = BytesBackend(max_item_bytes=None)
+    cache = Cache(backend, fail_open=False, breaker_threshold=0)
+
+    async def load() -> int:
+        backend.failing = True  # the read worked; the store after it fails
+        return 1
+
+    with caplog.at_level(logging.WARNING, logger="polycache"):
+        assert await cache.get_or_load("k", load) == 1
+        await asyncio.sleep(0.05)
+    assert any("storing the loaded value of 'k' failed" in r.getMessage() for r in caplog.records)
