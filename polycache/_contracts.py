@@ -20,6 +20,9 @@ __all__ = [
     "Entry",
     "Loaded",
     "LoaderFunction",
+    "PushBackend",
+    "PushSubscription",
+    "PushTransport",
 ]
 
 
@@ -111,6 +114,61 @@ class ClearableBackend(Protocol):
 
     async def clear(self) -> None:
         """Forget polycache's own entries, and nothing else the store may hold."""
+        ...
+
+
+@runtime_checkable
+class PushSubscription(Protocol):
+    """A live subscription to a backend's push channel, on the event loop that opened it."""
+
+    async def receive(self) -> bytes | None:
+        """Wait for the next message; None for a heartbeat (the server is still there).
+
+        Raises:
+            BackendError: The subscription ended (the connection dropped, the server closed
+                it); the channel then subscribes again.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """End the subscription; never raises."""
+        ...
+
+
+@runtime_checkable
+class PushTransport(Protocol):
+    """Carries messages between the processes sharing one backend (Momento Topics, pub/sub).
+
+    A transport only moves bytes on the running event loop; `polycache.backends.near`'s
+    channel owns the rest (the message format, reconnecting, loop changes).
+    """
+
+    async def publish(self, message: bytes) -> None:
+        """Send `message` to every subscriber, this process's own included.
+
+        Raises:
+            BackendError: The message could not be sent.
+        """
+        ...
+
+    async def subscribe(self) -> PushSubscription:
+        """Subscribe; returns once the server has confirmed that messages will be delivered.
+
+        Raises:
+            BackendError: The subscription could not be set up.
+        """
+        ...
+
+
+@runtime_checkable
+class PushBackend(Protocol):
+    """A backend that can push messages to the other processes sharing it (optional).
+
+    A near-cache in front of it uses the channel to drop copies that another process replaced.
+    """
+
+    def push_transport(self) -> PushTransport:
+        """The transport for this backend's invalidation messages (one per call is fine)."""
         ...
 
 
