@@ -171,6 +171,14 @@ class PushBackend(Protocol):
         """The transport for this backend's invalidation messages (one per call is fine)."""
         ...
 
+    async def cleared_elsewhere(self) -> None:
+        """Another process cleared the backend: drop any state of this one that predates it.
+
+        A backend whose `clear` deletes entries has nothing to do; one that clears by moving to
+        a new generation of keys (Momento) re-reads the generation here.
+        """
+        ...
+
 
 BackendFactory = Callable[[str], Backend]
 """Builds a backend from its URL, as given to `polycache.register_backend`."""

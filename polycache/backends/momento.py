@@ -568,6 +568,14 @@ class MomentoBackend:
         """Momento Topics on `{namespace}-invalidations`, for near-caches' invalidations."""
         return MomentoTopics(self)
 
+    async def cleared_elsewhere(self) -> None:
+        """Re-read the namespace's generation now: another process announced a `clear`.
+
+        Raises:
+            BackendError: Momento failed (`BackendTimeout` if it timed out).
+        """
+        await self._read_generation(await self._client())
+
     async def aclose(self) -> None:
         """Close this event loop's client; the next operation builds a new one."""
         loop = asyncio.get_running_loop()

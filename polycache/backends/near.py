@@ -8,6 +8,7 @@ shares it tell each other which keys they replaced (see `docs/fleet.md`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Final
 from polycache._contracts import Backend, BatchBackend, ClearableBackend, Entry, PushBackend
 from polycache._errors import ConfigurationError
 from polycache.backends._invalidation import DISCONNECTED, InvalidationChannel
+
+logger = logging.getLogger("polycache")
 
 if TYPE_CHECKING:
     from polycache._observe import Observers
@@ -66,10 +69,12 @@ class NearCacheBackend:
 
     __slots__ = (
         "_batch",
+        "_catching_up",
         "_channel",
         "_clearable",
         "_clock",
         "_local",
+        "_push",
         "_remote",
         "_session",
         "_writes",
@@ -127,9 +132,15 @@ class NearCacheBackend:
         # the hit path compares it with an entry's without a call.
         self._session = DISCONNECTED
         self._channel: InvalidationChannel | None = None
-        if invalidation and isinstance(remote, PushBackend):
+        # After another process's clear: the remote backend catching up with it (re-reading
+        # its generation), which remote reads wait for.
+        self._catching_up: asyncio.Task[None] | None = None
+        self._push: PushBackend | None = remote if isinstance(remote, PushBackend) else None
+        if invalidation and self._push is not None:
             self._channel = InvalidationChannel(
-                remote.push_transport(), invalidate=self._invalidated, on_session=self._use_session
+                self._push.push_transport(),
+                invalidate=self._invalidated,
+                on_session=self._use_session,
             )
             try:
                 loop = asyncio.get_running_loop()
@@ -206,7 +217,7 @@ class NearCacheBackend:
         if held is not None:
             return held
         if self._channel is not None:
-            await self._channel.listen()
+            await self._listen()
         writes, session = self._writes, self._session
         entry_or_none = await self._remote.get(key)
         if entry_or_none is not None and writes == self._writes:
@@ -221,7 +232,7 @@ class NearCacheBackend:
         self._writes += 1
         channel = self._channel
         if channel is not None:
-            await channel.listen()
+            await self._listen()
         session = self._session
         try:
             await self._remote.set(key, entry)
@@ -237,7 +248,7 @@ class NearCacheBackend:
         self._writes += 1
         channel = self._channel
         if channel is not None:
-            await channel.listen()
+            await self._listen()
         try:
             await self._remote.delete(key)
         finally:
@@ -251,7 +262,7 @@ class NearCacheBackend:
         if not missing:
             return results
         if self._channel is not None:
-            await self._channel.listen()
+            await self._listen()
         writes, session = self._writes, self._session
         wanted = [keys[index] for index in missing]
         batch = self._batch
@@ -275,7 +286,7 @@ class NearCacheBackend:
         self._writes += 1
         channel = self._channel
         if channel is not None:
-            await channel.listen()
+            await self._listen()
         session = self._session
         batch = self._batch
         try:
@@ -299,7 +310,7 @@ class NearCacheBackend:
         self._writes += 1
         channel = self._channel
         if channel is not None:
-            await channel.listen()
+            await self._listen()
         batch = self._batch
         try:
             if batch is not None:
@@ -325,7 +336,7 @@ class NearCacheBackend:
         self._writes += 1
         channel = self._channel
         if channel is not None:
-            await channel.listen()
+            await self._listen()
         try:
             await clearable.clear()
         finally:
@@ -369,6 +380,16 @@ class NearCacheBackend:
             task = loop.create_task(channel.listen())
             task.add_done_callback(_retrieve)
 
+    async def _listen(self) -> None:
+        """Make sure this loop listens; wait for the remote to catch up with a remote clear."""
+        assert self._channel is not None
+        await self._channel.listen()
+        catching_up = self._catching_up
+        if catching_up is not None:
+            if not catching_up.done() and catching_up.get_loop() is asyncio.get_running_loop():
+                await asyncio.wait([catching_up])
+            self._catching_up = None
+
     def _use_session(self, session: int) -> None:
         self._session = session
 
@@ -379,6 +400,11 @@ class NearCacheBackend:
         local = self._local
         if keys is None:
             local.clear()
+            if self._push is not None:
+                self._catching_up = task = asyncio.get_running_loop().create_task(
+                    self._push.cleared_elsewhere()
+                )
+                task.add_done_callback(_retrieve)
         else:
             for key in keys:
                 local.pop(key, None)
@@ -388,5 +414,5 @@ class NearCacheBackend:
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()  # listen() does not fail; retrieved so that nothing logs "never retrieved"
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("polycache: near-cache background work failed: %r", task.exception())
