@@ -50,7 +50,7 @@ def wait_seen(
     reader.send("wait_for", key=key, timeout=5.0, **expect)
     written = writer.call(op, key=key, value=expect.get("value"))
     seen = reader.reply()
-    return float(seen["at"]) - float(written["at"]), seen  # type: ignore[arg-type]
+    return float(seen["at"]) - float(written["at"]), seen
 
 
 def test_a_set_reaches_the_other_processes_near_cache_within_200_ms(spawn: Spawn) -> None:

@@ -97,16 +97,10 @@ class Worker:
         if op == "wait_connected":
             deadline = time.monotonic() + command["timeout"]
             await self.near.get("fleet:warm-up")  # subscribes on this loop, if not yet
-            channel = self.near.channel
-            assert channel is not None
             newer_than = command.get("newer_than", 0)
-
-            def live() -> bool:
-                return channel.connected and channel.session > newer_than
-
-            while not live() and time.monotonic() < deadline:  # noqa: ASYNC110 - polled state
+            while not self.live(newer_than) and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(POLL)
-            return {"connected": live()}
+            return {"connected": self.live(newer_than)}
         if op == "state":
             channel = self.near.channel
             return {
@@ -123,6 +117,12 @@ class Worker:
             await cache.aclose()
             return {}
         raise ValueError(f"unknown op {op!r}")
+
+    def live(self, newer_than: int) -> bool:
+        """Subscribed, in a session newer than `newer_than`."""
+        channel = self.near.channel
+        assert channel is not None
+        return channel.connected and channel.session > newer_than
 
     async def wait_for(self, command: dict[str, Any]) -> dict[str, Any]:
         """Poll `get` until the key holds `value` (or misses, with `missing`)."""
