@@ -44,6 +44,12 @@ EXPECTED = {
         "aioboto3 -> moto",
     ],
     "bench_momento": ["## get", "## set", "## near-cache hit", "raw CacheClientAsync"],
+    "bench_fleet": [
+        "## invalidation delay across processes (momento)",
+        "near-cache + Momento Topics",
+        "local_ttl=1 s only",
+        "## the writer's set",
+    ],
 }
 
 

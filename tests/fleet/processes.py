@@ -17,18 +17,30 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 class FleetProcess:
     """One worker process: a Cache on `url`, driven one JSON command at a time.
 
+    Started at construction; `ready` waits until it answers.
+
     Args:
-        url: The backend URL every process of the fleet shares.
+        url: The backend URL every process of the fleet shares (with a near-cache).
         ttl: The cache's ttl.
+        invalidation: False: the near-cache ignores the backend's push channel.
     """
 
-    def __init__(self, url: str, *, ttl: float = 300.0) -> None:
+    def __init__(self, url: str, *, ttl: float = 300.0, invalidation: bool = True) -> None:
         environment = {
             **os.environ,
             "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fleet.worker", "--url", url, "--ttl", str(ttl)],
+            [
+                sys.executable,
+                "-m",
+                "tests.fleet.worker",
+                "--url",
+                url,
+                "--ttl",
+                str(ttl),
+                *([] if invalidation else ["--no-invalidation"]),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=ROOT,
@@ -36,10 +48,17 @@ class FleetProcess:
             bufsize=0,
         )
         self._buffer = b""
-        line = self._line(timeout=60)
-        if line != b"READY":
-            self.stop()
-            raise RuntimeError(f"a fleet worker did not start: {line!r}")
+        self._ready = False
+
+    def ready(self) -> FleetProcess:
+        """Wait until the worker has built its Cache (start several, then wait for each)."""
+        if not self._ready:
+            line = self._line(timeout=60)
+            if line != b"READY":
+                self.stop()
+                raise RuntimeError(f"a fleet worker did not start: {line!r}")
+            self._ready = True
+        return self
 
     @property
     def pid(self) -> int:
@@ -47,6 +66,7 @@ class FleetProcess:
 
     def send(self, op: str, **arguments: Any) -> None:
         """Send a command without waiting for its reply (`reply` reads it)."""
+        self.ready()
         assert self.process.stdin is not None
         self.process.stdin.write(json.dumps({"op": op, **arguments}).encode() + b"\n")
 
@@ -78,7 +98,7 @@ class FleetProcess:
     def stop(self) -> None:
         """Ask the worker to exit; terminate (then kill) it, by its PID, if it does not."""
         process = self.process
-        if process.poll() is None:
+        if process.poll() is None and self._ready:
             with contextlib.suppress(OSError, TimeoutError, RuntimeError, ValueError):
                 self.call("exit", wait=10)
             try:

@@ -18,6 +18,7 @@ from typing import Any
 
 from polycache import Cache
 from polycache._observe import BaseObserver, Observers
+from polycache._registry import backend_from_url
 from polycache.backends.near import NearCacheBackend
 
 POLL = 0.001
@@ -35,10 +36,17 @@ class Recorder(BaseObserver):
 
 
 class Worker:
-    def __init__(self, url: str, ttl: float) -> None:
-        self.cache = Cache(url, ttl=ttl)
-        near = self.cache.backend
+    def __init__(self, url: str, ttl: float, *, invalidation: bool = True) -> None:
+        near = backend_from_url(url)
         assert isinstance(near, NearCacheBackend)
+        if not invalidation:
+            near = NearCacheBackend(
+                near.remote,
+                local_max_entries=near.local_max_entries,
+                local_ttl=near.local_ttl,
+                invalidation=False,
+            )
+        self.cache = Cache(near, ttl=ttl)
         self.near = near
         self.recorder = Recorder()
         near.observers = Observers([self.recorder])
@@ -82,8 +90,16 @@ class Worker:
         op = command["op"]
         cache = self.cache
         if op == "set":
+            started = time.perf_counter()
             await cache.set(command["key"], command["value"])
-            return {"at": time.time()}
+            return {"at": time.time(), "took": time.perf_counter() - started}
+        if op == "time_sets":
+            took = []
+            for number in range(command["count"]):
+                started = time.perf_counter()
+                await cache.set(command["key"], number)
+                took.append(time.perf_counter() - started)
+            return {"took": took}
         if op == "delete":
             await cache.delete(command["key"])
             return {"at": time.time()}
@@ -121,8 +137,7 @@ class Worker:
     def live(self, newer_than: int) -> bool:
         """Subscribed, in a session newer than `newer_than`."""
         channel = self.near.channel
-        assert channel is not None
-        return channel.connected and channel.session > newer_than
+        return channel is not None and channel.connected and channel.session > newer_than
 
     async def wait_for(self, command: dict[str, Any]) -> dict[str, Any]:
         """Poll `get` until the key holds `value` (or misses, with `missing`)."""
@@ -141,8 +156,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
     parser.add_argument("--ttl", type=float, default=300.0)
+    parser.add_argument("--no-invalidation", action="store_true", help="local_ttl only")
     arguments = parser.parse_args()
-    worker = Worker(arguments.url, arguments.ttl)
+    worker = Worker(arguments.url, arguments.ttl, invalidation=not arguments.no_invalidation)
     sys.stdout.write("READY\n")
     sys.stdout.flush()
     while asyncio.run(worker.session()):
