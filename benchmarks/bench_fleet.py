@@ -10,9 +10,9 @@ returns the new value (so it includes up to 1 ms of polling).
 
 Contenders: the near-cache with Momento Topics invalidation, and the same near-cache without it
 (its copies live `local_ttl`, here 1 s; each write lands at a random moment of a copy's life).
-Also the cost of the writer's `set`, back to back, with and without announcing the key
-(publishing runs in the background). Figures are from one run: percentiles over every reader's
-rounds, ratios of medians.
+Also the cost of the writer's `set`, with and without announcing the key (publishing runs in the
+background, so it costs a lone `set` nothing, and sets back to back share the process with it).
+Figures are from one run: percentiles over every reader's rounds, ratios of medians.
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ def measure(
             if invalidation:
                 assert process.call("wait_connected", timeout=10.0)["connected"]
         delays: list[float] = []
-        sets: list[float] = []
         key = f"hot:{'topics' if invalidation else 'ttl'}"
         writer.call("set", key=key, value=0)
         for number in range(1, rounds + 1):
@@ -69,10 +68,13 @@ def measure(
                 if not seen["seen"]:
                     raise RuntimeError(f"a reader never saw round {number}: {seen}")
                 delays.append((float(seen["at"]) - float(written["at"])) * 1e3)
-        sets = [
-            took * 1e6 for took in writer.call("time_sets", key="set:cost", count=set_calls)["took"]
-        ]
-        return {"delays_ms": delays, "sets_us": sets}
+        back_to_back = writer.call("time_sets", key="set:cost", count=set_calls)["took"]
+        spaced = writer.call("time_sets", key="set:cost", count=set_calls // 4, pause=0.005)
+        return {
+            "delays_ms": delays,
+            "sets_us": [took * 1e6 for took in back_to_back],
+            "spaced_sets_us": [took * 1e6 for took in spaced["took"]],
+        }
     finally:
         for process in fleet:
             process.stop()
@@ -107,11 +109,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  {name:<36} p50 {p50:8.1f} ms   p99 {p99:8.1f} ms   {ratio:7.1f}x {base} (p50)")
     print(f"  goal: p99 of {base} under {GOAL_MS:.0f} ms")
     print("\n## the writer's set (publishing in the background)")
-    base_set = statistics.median(ttl_only["sets_us"])
-    for name, samples in (("set, announced", topics), ("set, not announced", ttl_only)):
-        median = statistics.median(samples["sets_us"])
-        results[name] = {"median_us": median}
-        print(f"  {name:<36} {median:9.1f} us   {median / base_set:6.3f}x set, not announced")
+    for pattern, field in (("back to back", "sets_us"), ("5 ms apart", "spaced_sets_us")):
+        base_set = statistics.median(ttl_only[field])
+        for name, samples in (("announced", topics), ("not announced", ttl_only)):
+            label = f"set, {name}, {pattern}"
+            median = statistics.median(samples[field])
+            results[label] = {"median_us": median}
+            print(f"  {label:<36} {median:9.1f} us   {median / base_set:6.3f}x not announced")
     if arguments.json:
         print(json.dumps(results, indent=2, sort_keys=True))
     return results

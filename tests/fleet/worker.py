@@ -99,6 +99,8 @@ class Worker:
                 started = time.perf_counter()
                 await cache.set(command["key"], number)
                 took.append(time.perf_counter() - started)
+                if command.get("pause"):
+                    await asyncio.sleep(command["pause"])
             return {"took": took}
         if op == "delete":
             await cache.delete(command["key"])
