@@ -218,8 +218,34 @@ class InvalidationChannel:
             keys = None if self._pending_all else list(self._pending)
             self._pending = {}
             self._pending_all = False
-            for message in encode(self.origin, keys):
-                await self._send(message)
+            try:
+                for message in encode(self.origin, keys):
+                    await self._send(message)
+            except asyncio.CancelledError:
+                # Only the loop's shutdown cancels this task (asyncio.run returning after a
+                # handler's last write): what was written is still announced, once more and
+                # within publish_timeout, before the loop goes.
+                if keys is None:
+                    self._pending_all = True
+                elif not self._pending_all:
+                    self._pending.update(dict.fromkeys(keys))
+                await self._last_flush()
+                raise
+
+    async def _last_flush(self) -> None:
+        keys = None if self._pending_all else list(self._pending)
+        self._pending = {}
+        self._pending_all = False
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                for message in encode(self.origin, keys):
+                    await self._transport.publish(message)
+        except Exception as exc:  # the transport's failure, or the timeout
+            self.publish_failures += 1
+            logger.warning(
+                "polycache: could not publish an invalidation as the event loop ended (%s)",
+                _describe(exc),
+            )
 
     async def _send(self, message: bytes) -> None:
         try:

@@ -163,3 +163,16 @@ def test_a_new_event_loop_keeps_receiving(spawn: Spawn, momento: MomentoStandIn)
     state = reader.call("state")
     assert state["loops"] == 4
     assert momento.subscribers() == 2  # the old loops' subscriptions ended with them
+
+
+def test_a_write_just_before_the_loop_ends_is_still_announced(spawn: Spawn) -> None:
+    writer, reader = spawn(), spawn()
+    writer.call("set", key="k", value="v1")
+    hear(reader, "k")
+    assert reader.call("get", key="k")["value"] == "v1"
+    reader.send("wait_for", key="k", value="v2", timeout=5.0)
+    # The writer's asyncio.run returns right after its set, as a Lambda handler's would.
+    written = writer.call("set", key="k", value="v2", then_new_loop=True)
+    seen = reader.reply()
+    assert seen["seen"], seen
+    assert float(seen["at"]) - float(written["at"]) < DELAY_GOAL

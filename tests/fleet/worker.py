@@ -78,7 +78,8 @@ class Worker:
                 reply = await self.run(command)
                 sys.stdout.write(json.dumps(reply) + "\n")
                 sys.stdout.flush()
-                if command["op"] == "new_loop":
+                if command["op"] == "new_loop" or command.get("then_new_loop"):
+                    # Returning ends asyncio.run at once, as a handler's return does.
                     return True
                 if command["op"] == "exit":
                     return False

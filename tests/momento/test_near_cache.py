@@ -560,3 +560,18 @@ def test_each_event_loop_subscribes_anew(clock: FakeClock) -> None:
         assert pushing.bus.subscriptions == []
     assert pushing.bus.subscribes == 3
     assert len(set(sessions)) == 3
+
+
+def test_a_write_right_before_the_loop_ends_is_announced(clock: FakeClock) -> None:
+    pushing = PushRemote(clock)
+    backend = near(pushing, clock)
+
+    async def invocation(key: str) -> None:
+        await subscribed(backend)
+        pushing.bus.publish_delay = 0.05  # still in flight when the handler returns
+        await backend.set(key, entry_at(clock, b"v", fresh=60))
+
+    asyncio.run(invocation("last"))
+    assert [decode(message) for message in pushing.bus.published][-1:] == [
+        (backend.channel.origin, ("last",))  # type: ignore[union-attr]
+    ]
