@@ -159,6 +159,10 @@ class PushTransport(Protocol):
         """
         ...
 
+    async def aclose(self) -> None:
+        """Release this event loop's connection; the next call connects again."""
+        ...
+
 
 @runtime_checkable
 class PushBackend(Protocol):

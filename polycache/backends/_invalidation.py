@@ -201,9 +201,10 @@ class InvalidationChannel:
             await asyncio.wait([task])
 
     async def aclose(self) -> None:
-        """Send what is pending (bounded by `publish_timeout`), then stop receiving."""
+        """Send what is pending (bounded by `publish_timeout`), stop receiving, disconnect."""
         await self.flush()
         await self._listener.aclose()
+        await self._transport.aclose()
 
     # -- publishing
 

@@ -773,6 +773,10 @@ class MomentoTopics:
             )
         return _TopicSubscription(self, response, stream)
 
+    async def aclose(self) -> None:
+        """Close this event loop's topic client (and the subscriptions on it)."""
+        await self._clients.aclose()
+
     async def _open(self) -> Any:
         from momento import TopicClientAsync
         from momento.config import TopicConfigurations
@@ -842,6 +846,13 @@ class _TopicSubscription:
 
     async def aclose(self) -> None:
         """End the subscription."""
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # Being cancelled: the loop is ending, or the channel closing, and the topic
+            # client's close ends the stream with its channel. A stream cancelled on its own
+            # here would leave an event in gRPC's queue for a loop about to close ("Event loop
+            # is closed" on the next loop).
+            return
         self._response.unsubscribe()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -251,6 +252,7 @@ class Bus:
         self.refuse = False
         self.publish_delay = 0.0
         self.fail_publish = False
+        self.closes = 0
 
     async def publish(self, message: bytes) -> None:
         if self.publish_delay:
@@ -272,6 +274,9 @@ class Bus:
     def drop(self) -> None:
         for subscription in self.subscriptions:
             subscription.queue.put_nowait(None)
+
+    async def aclose(self) -> None:
+        self.closes += 1
 
 
 class BusSubscription:
@@ -575,3 +580,39 @@ def test_a_write_right_before_the_loop_ends_is_announced(clock: FakeClock) -> No
     assert [decode(message) for message in pushing.bus.published][-1:] == [
         (backend.channel.origin, ("last",))  # type: ignore[union-attr]
     ]
+
+
+def test_loop_after_loop_over_momento_leaves_nothing_behind(
+    momento: MomentoStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each loop subscribes anew; its subscription ends with it, and leaves gRPC no events."""
+    backend = NearCacheBackend(MomentoBackend.from_url(momento.url(TEST_CACHE)), local_ttl=30)
+    channel = backend.channel
+    assert channel is not None
+
+    async def invocation(close: bool) -> None:
+        await backend.set("k", Entry(b"v", 2e9, 2e9, 2e9))
+        async with asyncio.timeout(10):
+            while not channel.connected:  # noqa: ASYNC110 - the test polls the state
+                await asyncio.sleep(0.001)
+        if close:
+            await backend.aclose()
+
+    async def other_traffic() -> None:
+        # Another loop's gRPC work: where a stream event left for a closed loop would surface.
+        other = MomentoBackend.from_url(momento.url(TEST_CACHE))
+        for _ in range(50):
+            await other.get("k")
+        await other.aclose()
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        for close in (True, False) * 4:
+            asyncio.run(invocation(close))
+            asyncio.run(other_traffic())
+    assert momento.calls()["Subscribe"] == 8
+    assert not [record for record in caplog.records if "closed" in str(record.exc_info)]
+    for _ in range(200):
+        if momento.subscribers() == 0:
+            break
+        time.sleep(0.01)
+    assert momento.subscribers() == 0
