@@ -55,13 +55,14 @@ class NearCacheBackend:
     Args:
         remote: The backend in front of which this layer sits.
         local_max_entries: The most entries held locally (least recently used dropped first).
-        local_ttl: The most seconds an entry is answered locally without asking `remote`.
+        local_ttl: The most seconds an entry is answered locally without asking `remote`, unless
+            a live push channel vouches for it (see above).
         invalidation: Use the remote backend's push channel when it has one.
         clock: Returns the epoch time in seconds; injectable for tests.
 
     Attributes:
-        observers: Told of the keys other processes invalidated (reason `remote`); the `Cache`
-            that owns this backend sets it.
+        observers: Told of the keys other processes invalidated (reason `remote`, `("*",)` for
+            a clear); None: nobody is told.
 
     Raises:
         ConfigurationError: A bad size or duration, or a `remote` that is already in process.
