@@ -332,6 +332,9 @@ class Cache:
         self._observers = Observers((*known, observer))
         self._reported_hits = self._hits
         self._loading.observers = self._storage.observers = self._observers
+        near = getattr(self._storage, "near", None)
+        if near is not None:
+            near.observers = self._observers  # invalidations from other processes
 
     # -- loaders ------------------------------------------------------------------------------
 

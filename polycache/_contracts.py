@@ -27,6 +27,9 @@ __all__ = [
     "Frozen",
     "Loaded",
     "LoaderFunction",
+    "PushBackend",
+    "PushSubscription",
+    "PushTransport",
     "set_field",
 ]
 
@@ -197,6 +200,73 @@ class LeaseBackend(Protocol):
         Returns:
             True if this call stored it (the caller holds the lease), False if the key was
             already there (another process holds it).
+        """
+        ...
+
+
+@runtime_checkable
+class PushSubscription(Protocol):
+    """A live subscription to a backend's push channel, on the event loop that opened it."""
+
+    async def receive(self) -> bytes | None:
+        """Wait for the next message; None for a heartbeat (the server is still there).
+
+        Raises:
+            BackendError: The subscription ended (the connection dropped, the server closed
+                it); the channel then subscribes again.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """End the subscription; never raises."""
+        ...
+
+
+@runtime_checkable
+class PushTransport(Protocol):
+    """Carries messages between the processes sharing one backend (Momento Topics, pub/sub).
+
+    A transport only moves bytes on the running event loop; `polycache.backends.near`'s
+    channel owns the rest (the message format, reconnecting, loop changes).
+    """
+
+    async def publish(self, message: bytes) -> None:
+        """Send `message` to every subscriber, this process's own included.
+
+        Raises:
+            BackendError: The message could not be sent.
+        """
+        ...
+
+    async def subscribe(self) -> PushSubscription:
+        """Subscribe; returns once the server has confirmed that messages will be delivered.
+
+        Raises:
+            BackendError: The subscription could not be set up.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release this event loop's connection; the next call connects again."""
+        ...
+
+
+@runtime_checkable
+class PushBackend(Protocol):
+    """A backend that can push messages to the other processes sharing it (optional).
+
+    A near-cache in front of it uses the channel to drop copies that another process replaced.
+    """
+
+    def push_transport(self) -> PushTransport:
+        """The transport for this backend's invalidation messages (one per call is fine)."""
+        ...
+
+    async def cleared_elsewhere(self) -> None:
+        """Another process cleared the backend: drop any state of this one that predates it.
+
+        A backend whose `clear` deletes entries has nothing to do; one that clears by moving to
+        a new generation of keys (Momento) re-reads the generation here.
         """
         ...
 

@@ -69,6 +69,12 @@ EXPECTED = {
         "raw per-slot MGETs, concurrently",
         "first Cache.get (connects)",
     ],
+    "bench_fleet": [
+        "## invalidation delay across processes (momento)",
+        "near-cache + Momento Topics",
+        "local_ttl=1 s only",
+        "## the writer's set",
+    ],
 }
 
 

@@ -48,9 +48,12 @@ __all__ = [
     "DEFAULT_TTL",
     "MAX_ITEM_BYTES",
     "MAX_TTL",
+    "SUBSCRIPTION_DEADLINE",
+    "TOPIC_SUFFIX",
     "ClientFactory",
     "MomentoBackend",
     "MomentoClient",
+    "MomentoTopics",
 ]
 
 MAX_ITEM_BYTES: Final = 5 * 1024 * 1024
@@ -67,6 +70,10 @@ DEFAULT_GENERATION_REFRESH: Final = 5.0
 """Seconds after which another process's `clear` is seen here at the latest."""
 BATCH_CONCURRENCY: Final = 16
 """Requests in flight at once for one bulk operation (the Python SDK has no batch calls)."""
+TOPIC_SUFFIX: Final = "-invalidations"
+"""Near-caches announce replaced keys on the topic `{namespace}-invalidations` of the cache."""
+SUBSCRIPTION_DEADLINE: Final = 3600.0
+"""Seconds one topic subscription lasts before it is renewed (the SDK gives streams a deadline)."""
 # Room kept out of the value budget for the key and the envelope's header, so that a value the
 # Cache accepts fits in one Momento item with a key of up to about a kilobyte.
 _ITEM_RESERVE: Final = 1024
@@ -557,6 +564,18 @@ class MomentoBackend:
             _fail("clear", self._cache_name, response.inner_exception)
         self._use_generation(generation)
 
+    def push_transport(self) -> MomentoTopics:
+        """Momento Topics on `{namespace}-invalidations`, for near-caches' invalidations."""
+        return MomentoTopics(self)
+
+    async def cleared_elsewhere(self) -> None:
+        """Re-read the namespace's generation now: another process announced a `clear`.
+
+        Raises:
+            BackendError: Momento failed (`BackendTimeout` if it timed out).
+        """
+        await self._read_generation(await self._client())
+
     async def aclose(self) -> None:
         """Close this event loop's client; the next operation builds a new one."""
         loop = asyncio.get_running_loop()
@@ -686,6 +705,159 @@ class MomentoBackend:
             return CredentialProvider.from_api_key_v2(credentials.api_key, credentials.endpoint)
         except SdkException as exc:
             _fail("credentials", self._cache_name, exc, key_source=credentials.source)
+
+
+class MomentoTopics:
+    """The push transport of a `MomentoBackend`: one Momento topic per namespace.
+
+    A `momento.TopicClientAsync` per event loop (`LoopBound`), built with the backend's
+    credentials. Subscriptions resume after the last item received, so that a reconnect still
+    delivers what was published meanwhile (as far as Momento keeps it).
+
+    Args:
+        backend: The backend whose cache, namespace and credentials are used.
+    """
+
+    __slots__ = ("_backend", "_clients", "_resume_at", "_resume_page", "topic")
+
+    def __init__(self, backend: MomentoBackend) -> None:
+        self._backend = backend
+        self.topic = backend.namespace + TOPIC_SUFFIX
+        self._clients: LoopBound[Any] = LoopBound(self._open, _close_topics)
+        self._resume_at = 0
+        self._resume_page = 0
+
+    def __repr__(self) -> str:
+        return f"MomentoTopics(cache_name={self._backend.cache_name!r}, topic={self.topic!r})"
+
+    async def publish(self, message: bytes) -> None:
+        """Publish `message` on the topic.
+
+        Raises:
+            BackendError: Momento failed (`BackendTimeout` if it timed out).
+        """
+        from momento.responses import TopicPublish
+
+        client = self._clients.current or await self._clients.get()
+        cache_name = self._backend.cache_name
+        response = await client.publish(cache_name, self.topic, message)
+        if not isinstance(response, TopicPublish.Success):
+            _fail("topic publish", cache_name, response.inner_exception)
+
+    async def subscribe(self) -> _TopicSubscription:
+        """Subscribe to the topic; returns once the server has sent its first heartbeat.
+
+        Raises:
+            BackendError: Momento failed (`BackendTimeout` if it timed out).
+        """
+        from momento.responses import TopicSubscribe
+
+        client = self._clients.current or await self._clients.get()
+        cache_name = self._backend.cache_name
+        response = await client.subscribe(
+            cache_name,
+            self.topic,
+            resume_at_topic_sequence_number=self._resume_at,
+            resume_at_topic_sequence_page=self._resume_page,
+        )
+        if not isinstance(response, TopicSubscribe.SubscriptionAsync):
+            _fail("topic subscribe", cache_name, response.inner_exception)
+        # Read directly: momento 1.29's SubscriptionAsync.__anext__ retries a failed read in a
+        # loop that never yields, so a dropped stream would freeze the event loop.
+        stream = getattr(response, "_client_stream", None)
+        if stream is None:
+            response.unsubscribe()
+            raise BackendError(
+                "this momento SDK's topic subscriptions cannot be read safely (no "
+                "_client_stream); near-caches keep copies at most local_ttl"
+            )
+        return _TopicSubscription(self, response, stream)
+
+    async def aclose(self) -> None:
+        """Close this event loop's topic client (and the subscriptions on it)."""
+        await self._clients.aclose()
+
+    async def _open(self) -> Any:
+        from momento import TopicClientAsync
+        from momento.config import TopicConfigurations
+        from momento.config.transport.topic_transport_strategy import (
+            StaticTopicGrpcConfiguration,
+            StaticTopicTransportStrategy,
+        )
+
+        backend = self._backend
+        provider = backend._provider(await backend._credentials())
+        # The deadline bounds a subscription's whole stream; publishes are bounded by the
+        # channel. Keepalive pings stay on (the SDK's default): they are what tells a dead
+        # subscription from a quiet one.
+        configuration = TopicConfigurations.Default(
+            StaticTopicTransportStrategy(
+                StaticTopicGrpcConfiguration(deadline=timedelta(seconds=SUBSCRIPTION_DEADLINE))
+            )
+        )
+        try:
+            return TopicClientAsync(configuration, provider)
+        except Exception as exc:
+            _fail("topic client setup", backend.cache_name, exc)
+
+    def _received(self, sequence: int, page: int) -> None:
+        self._resume_at, self._resume_page = sequence, page
+
+
+class _TopicSubscription:
+    """One live subscription to a `MomentoTopics` topic."""
+
+    __slots__ = ("_response", "_stream", "_topics")
+
+    def __init__(self, topics: MomentoTopics, response: Any, stream: Any) -> None:
+        self._topics = topics
+        self._response = response
+        self._stream = stream
+
+    async def receive(self) -> bytes | None:
+        """The next message, or None for a heartbeat.
+
+        Raises:
+            BackendError: The subscription ended, or missed items (a discontinuity).
+        """
+        import grpc
+
+        topics = self._topics
+        try:
+            item = await self._stream.read()
+        except grpc.aio.AioRpcError as exc:
+            raise BackendError(
+                f"the Momento subscription to {topics.topic!r} ended: {exc.code().name}"
+            ) from exc
+        if item is grpc.aio.EOF:
+            raise BackendError(f"the Momento subscription to {topics.topic!r} ended")
+        kind = item.WhichOneof("kind")
+        if kind == "item":
+            topics._received(item.item.topic_sequence_number, item.item.sequence_page)
+            value = item.item.value
+            if value.WhichOneof("kind") == "binary":
+                return bytes(value.binary)
+            return str(value.text).encode("utf-8")
+        if kind == "discontinuity":
+            gap = item.discontinuity
+            topics._received(gap.new_topic_sequence, gap.new_sequence_page)
+            raise BackendError(f"the Momento subscription to {topics.topic!r} missed items")
+        return None
+
+    async def aclose(self) -> None:
+        """End the subscription."""
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # Being cancelled: the loop is ending, or the channel closing, and the topic
+            # client's close ends the stream with its channel. A stream cancelled on its own
+            # here would leave an event in gRPC's queue for a loop about to close ("Event loop
+            # is closed" on the next loop).
+            return
+        self._response.unsubscribe()
+
+
+async def _close_topics(client: Any) -> None:
+    await client.close()
 
 
 async def _wait_until_ready(client: MomentoClient) -> None:

@@ -10,8 +10,8 @@ Served (on the servicer bases of `momento-wire-types`): `Scs.Get`, `Scs.Set` (wi
 `DeleteCache`, `ListCaches`, `FlushCache`, and the topics the SDK's `TopicClientAsync` uses,
 `Pubsub.Publish` and `Pubsub.Subscribe` (a heartbeat first, then every item published to the
 topic in its cache, numbered from 1; a subscription that resumes at a number first gets the
-items after it that are still kept, the last 100 per topic). Every other RPC answers
-UNIMPLEMENTED.
+items after it that are still kept, the last 100 per topic; `drop_subscriptions` ends every live
+one with UNAVAILABLE, as a lost connection would). Every other RPC answers UNIMPLEMENTED.
 """
 
 from __future__ import annotations
@@ -165,6 +165,16 @@ class MomentoStandIn:
     def clear_faults(self) -> None:
         self.fault(None)
 
+    def drop_subscriptions(self) -> int:
+        """End every live topic subscription with UNAVAILABLE; returns how many there were."""
+        result: int = self._control("drop_subscriptions", {})
+        return result
+
+    def subscribers(self) -> int:
+        """Live topic subscriptions."""
+        result: int = self._control("subscribers", {})
+        return result
+
     def require_api_key(self, api_key: str | None) -> None:
         """Expect `api_key` in the `authorization` header from now on (None: accept any)."""
         self._control("api_key", {"api_key": api_key})
@@ -206,6 +216,10 @@ class _State:
         self.delay = 0.0
         self.methods: set[str] | None = None
         self.details = ""
+        # Set by the server: runs a callable on the gRPC loop and waits for its result.
+        self.on_loop: Callable[[Callable[[], Any]], Any] = lambda function: function()
+        # Commands that touch the gRPC loop's topics, run there through `on_loop`.
+        self.commands: dict[str, Callable[[], Any]] = {}
 
     def reset(self, caches: list[str], api_key: str | None) -> None:
         with self.lock:
@@ -215,6 +229,10 @@ class _State:
             self.peak_in_flight = self.in_flight
             self.status, self.delay, self.methods, self.details = None, 0.0, None, ""
             self.api_key = api_key
+
+
+# Put in a subscriber's queue: end that subscription.
+_DROP: tuple[int, Any] = (-1, None)
 
 
 class _Topic:
@@ -247,6 +265,20 @@ def _servicers(state: _State) -> tuple[Any, Any, Any]:
 
     # (epoch, cache name, topic name) -> topic; touched only on the gRPC event loop.
     topics: dict[tuple[int, str, str], _Topic] = {}
+
+    def live_queues() -> list[asyncio.Queue[tuple[int, Any]]]:
+        return [queue for topic in topics.values() for queue in topic.subscribers]
+
+    def drop_subscriptions() -> int:
+        queues = live_queues()
+        for queue in queues:
+            queue.put_nowait(_DROP)
+        return len(queues)
+
+    state.commands = {
+        "drop_subscriptions": drop_subscriptions,
+        "subscribers": lambda: len(live_queues()),
+    }
 
     async def admit(method: str, context: Any) -> None:
         """Count the call, then apply auth and any injected fault."""
@@ -414,6 +446,8 @@ def _servicers(state: _State) -> tuple[Any, Any, Any]:
             yield pubsub_pb._SubscriptionItem(heartbeat=pubsub_pb._Heartbeat())
             while True:
                 sequence, value = await queue.get()
+                if sequence == _DROP[0]:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "subscription dropped")
                 yield pubsub_pb._SubscriptionItem(
                     item=pubsub_pb._TopicItem(topic_sequence_number=sequence, value=value)
                 )
@@ -456,6 +490,8 @@ class _ControlHandler(BaseHTTPRequestHandler):
         if command == "reset":
             state.reset(body.get("caches", []), body.get("api_key"))
             return None
+        if command in state.commands:
+            return state.on_loop(state.commands[command])
         with state.lock:
             if command == "calls":
                 return dict(state.calls)
@@ -489,6 +525,15 @@ async def serve(api_key: str | None, port: int = 0) -> None:
     from momento_wire_types import controlclient_pb2_grpc as control_grpc
 
     state = _State(api_key)
+    loop = asyncio.get_running_loop()
+
+    def on_loop(function: Callable[[], Any]) -> Any:
+        async def run() -> Any:
+            return function()
+
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout=10)
+
+    state.on_loop = on_loop
     data, control, pubsub = _servicers(state)
     server = grpc.aio.server(
         options=[
@@ -513,7 +558,6 @@ async def serve(api_key: str | None, port: int = 0) -> None:
     print(f"READY {bound} {http.server_address[1]}", flush=True)
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     import signal
 
     for number in (signal.SIGTERM, signal.SIGINT):
