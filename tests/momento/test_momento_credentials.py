@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from polycache import BackendError, Cache, ConfigurationError, SourceNotFound
-from polycache.backends import _momento_credentials
+from polycache.backends import _secrets
 from polycache.backends._momento_credentials import (
     EnvironmentCredentials,
     NoCredentials,
@@ -30,9 +30,9 @@ ENDPOINT = "cell-test-1.example.invalid"
 
 @pytest.fixture(autouse=True)
 def _forget_secrets() -> Iterator[None]:
-    _momento_credentials.forget_fetched_secrets()
+    _secrets.forget_read_secrets()
     yield
-    _momento_credentials.forget_fetched_secrets()
+    _secrets.forget_read_secrets()
 
 
 # -- the environment ---------------------------------------------------------------------------
