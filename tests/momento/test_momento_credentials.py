@@ -174,6 +174,25 @@ async def test_secret_read_once_per_process_with_an_injected_fetch() -> None:
     assert reads == ["prod/momento"]
 
 
+async def test_a_malformed_secret_is_read_again_once_fixed() -> None:
+    stored = ["not-a-key"]
+    reads = 0
+
+    async def fetch(name: str) -> str:
+        nonlocal reads
+        reads += 1
+        return stored[0]
+
+    source = SecretCredentials("prod/momento", fetch=fetch)
+    with pytest.raises(ConfigurationError, match="does not hold a Momento API key"):
+        await source()
+    stored[0] = KEY
+    credentials = await source()
+    assert credentials is not None and credentials.api_key == KEY
+    assert await source() == credentials
+    assert reads == 2
+
+
 async def test_secret_errors_are_translated() -> None:
     async def missing(name: str) -> str:
         raise SourceNotFound("no such secret")
