@@ -113,7 +113,7 @@ async def test_secret_errors_are_translated(
 
 @pytest.fixture
 async def secrets(aws: CountingMotoServer) -> AsyncIterator[Any]:
-    import boto3  # type: ignore[import-untyped]
+    import boto3
 
     client = boto3.client("secretsmanager", endpoint_url=aws.url)
     yield client
