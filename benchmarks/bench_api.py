@@ -73,7 +73,7 @@ async def memoized_contenders() -> dict[str, Operation]:
     async def cashews_cache(name: str) -> bytes:
         return VALUE
 
-    @aiocache_cached(ttl=300)
+    @aiocache_cached(ttl=300)  # type: ignore[untyped-decorator]
     async def aiocache(name: str) -> bytes:
         return VALUE
 
@@ -126,13 +126,14 @@ def powertools_get_parameter() -> SyncOperation:
     """Powertools' get_parameter, its cache warm: the real hit path, with no AWS call behind."""
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     from aws_lambda_powertools.utilities import parameters
+    from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
     from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
 
-    class WarmProvider(SSMProvider):  # type: ignore[misc]
+    class WarmProvider(SSMProvider):
         def _get(self, name: str, decrypt: bool = False, **sdk_options: Any) -> str:
             return VALUE.decode()
 
-    parameters.base.DEFAULT_PROVIDERS["ssm"] = WarmProvider()
+    DEFAULT_PROVIDERS["ssm"] = WarmProvider()
 
     def get(name: str) -> Any:
         return parameters.get_parameter(name, max_age=300)

@@ -120,8 +120,12 @@ def lambda_cache_invocation() -> Invocation:
         client = boto3.client("dynamodb")
         return client.get_item(TableName=TABLE, Key={"id": {"S": item_id}}).get("Item")
 
-    @ssm.cache(parameter=PARAMETER, entry_name="url", max_age_in_seconds=MAX_AGE)
-    @secrets_manager.cache(name=SECRET, entry_name="creds", max_age_in_seconds=MAX_AGE)
+    @ssm.cache(  # type: ignore[untyped-decorator]
+        parameter=PARAMETER, entry_name="url", max_age_in_seconds=MAX_AGE
+    )
+    @secrets_manager.cache(  # type: ignore[untyped-decorator]
+        name=SECRET, entry_name="creds", max_age_in_seconds=MAX_AGE
+    )
     def handler(event: Any, context: Any) -> tuple[Any, ...]:
         item = caching_logic.get_value(
             argument=ITEM_ID,

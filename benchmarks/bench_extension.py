@@ -33,7 +33,7 @@ import json
 import statistics
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -187,7 +187,7 @@ def per_invocation(extension: ExtensionProcess, quick: bool) -> dict[str, Any]:
     async def nothing() -> None:
         return None
 
-    contenders: dict[str, Callable[[], Awaitable[Any]]] = {
+    contenders: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {
         "extension:// get": with_backend,
         "asyncio.run alone": nothing,
         "httpx client per loop": with_new_httpx_client,

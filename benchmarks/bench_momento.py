@@ -66,6 +66,7 @@ def report(title: str, medians: dict[str, float], base: str, goal: str = "") -> 
 
 async def run(server: MomentoStandIn, calls: int, rounds: int) -> dict[str, Any]:
     from momento import CacheClientAsync, CredentialProvider
+    from momento.responses import CacheGet
 
     # The same configuration for both sides, so that only polycache's own work differs.
     configuration = build_configuration(1.1, lambda_tuned=False)
@@ -90,7 +91,9 @@ async def run(server: MomentoStandIn, calls: int, rounds: int) -> dict[str, Any]
 
     async def raw_get() -> Any:
         response = await raw.get(CACHE_NAME, "raw:key")
-        return json.loads(response.value_bytes)
+        if isinstance(response, CacheGet.Hit):
+            return json.loads(response.value_bytes)
+        raise LookupError(f"the benchmark key was not read back: {response}")
 
     async def raw_set() -> None:
         await raw.set(CACHE_NAME, "raw:key", json.dumps(VALUE, separators=(",", ":")).encode())

@@ -35,6 +35,13 @@ MANY = 100
 Operation = Callable[[], Awaitable[Any]]
 
 
+def parsed(data: bytes | str | None) -> Any:
+    """A raw JSON value read back from Redis (every key a benchmark reads was stored first)."""
+    if data is None:
+        raise LookupError("a benchmark key is missing from Redis")
+    return json.loads(data)
+
+
 async def samples_us(operation: Operation, calls: int) -> list[float]:
     times = []
     clock = time.perf_counter
@@ -108,7 +115,7 @@ async def run_standalone(server: RedisServer, calls: int, rounds: int) -> dict[s
         await cache.set(key, VALUE)
 
     async def raw_get() -> Any:
-        return json.loads(await raw.get("raw:key"))
+        return parsed(await raw.get("raw:key"))
 
     async def backend_get() -> Any:
         return await backend.get(KEY)
@@ -119,7 +126,7 @@ async def run_standalone(server: RedisServer, calls: int, rounds: int) -> dict[s
     raw_names = [f"raw:{key}" for key in many_keys]
 
     async def raw_mget() -> Any:
-        return [json.loads(data) for data in await raw.mget(raw_names)]
+        return [parsed(data) for data in await raw.mget(raw_names)]
 
     async def backend_get_many() -> Any:
         return await backend.get_many(many_keys)
@@ -213,10 +220,10 @@ async def run_cluster(cluster: RedisCluster, calls: int, rounds: int) -> dict[st
 
     async def raw_per_slot_mgets() -> Any:
         groups = await asyncio.gather(*(raw.mget(names) for names in by_slot.values()))
-        return [json.loads(data) for group in groups for data in group]
+        return [parsed(data) for group in groups for data in group]
 
     async def raw_mget_nonatomic() -> Any:
-        return [json.loads(data) for data in await raw.mget_nonatomic(raw_names)]
+        return [parsed(data) for data in await raw.mget_nonatomic(raw_names)]
 
     async def backend_get_many() -> Any:
         return await backend.get_many(many_keys)

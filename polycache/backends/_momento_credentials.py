@@ -11,11 +11,12 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from polycache._errors import BackendError, ConfigurationError, SourceNotFound
+from polycache._errors import ConfigurationError
+from polycache.backends._secrets import SecretFetcher, read_secret
 
 __all__ = [
     "API_KEY_VARIABLE",
@@ -26,7 +27,6 @@ __all__ = [
     "MomentoCredentials",
     "NoCredentials",
     "SecretCredentials",
-    "SecretFetcher",
     "credentials_from_environment",
     "log_background_failure",
 ]
@@ -38,9 +38,6 @@ _SECRET_FIELDS = ("MOMENTO_API_KEY", "MOMENTO_AUTH_TOKEN")
 _BASE64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=")
 
 logger = logging.getLogger("polycache")
-
-SecretFetcher = Callable[[str], Awaitable[str]]
-"""Returns the SecretString of the named secret (polycache's Secrets Manager loader by default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,18 +101,6 @@ class EnvironmentCredentials:
         return self._credentials
 
 
-# Secrets read in this process, by (secret name, fetcher): fetched once, then reused by every
-# backend and every event loop, as the Momento Lambda guide recommends.
-_fetched: dict[tuple[str, object], MomentoCredentials] = {}
-_reading: dict[tuple[str, object], asyncio.Task[MomentoCredentials]] = {}
-
-
-def forget_fetched_secrets() -> None:
-    """Forget the secrets read so far (tests rotate them)."""
-    _fetched.clear()
-    _reading.clear()
-
-
 class SecretCredentials:
     """A key kept in Secrets Manager, read once per process.
 
@@ -146,52 +131,16 @@ class SecretCredentials:
 
     async def __call__(self) -> MomentoCredentials | None:
         """Return the key from the secret, reading it on the first call in this process."""
-        secret = (self.secret_name, self._fetch)
-        credentials = _fetched.get(secret)
-        if credentials is not None:
-            return credentials
-        # One read per process: backends built together (and connecting at once) share it.
-        reading = _reading.get(secret)
-        if (
-            reading is None
-            or reading.done()
-            or reading.get_loop() is not asyncio.get_running_loop()
-        ):
-            reading = asyncio.ensure_future(self._read_and_remember())
-            reading.add_done_callback(log_background_failure)
-            _reading[secret] = reading
-        # Shielded: a caller that times out (the first operation of a cold start) leaves the
-        # read running, so that the next operation finds the key instead of starting over.
-        return await asyncio.shield(reading)
-
-    async def _read_and_remember(self) -> MomentoCredentials:
-        credentials = parse_secret(
-            await self._read(), secret_name=self.secret_name, endpoint=self._endpoint
+        return await read_secret(
+            self.secret_name,
+            fetch=self._fetch,
+            parse=self._parse,
+            holding="the Momento API key",
+            variable=SECRET_VARIABLE,
         )
-        _fetched[(self.secret_name, self._fetch)] = credentials
-        return credentials
 
-    async def _read(self) -> str:
-        fetch = self._fetch or _secrets_manager_fetch
-        try:
-            secret = await fetch(self.secret_name)
-        except SourceNotFound as exc:
-            raise ConfigurationError(
-                f"{SECRET_VARIABLE} names the secret {self.secret_name!r}, which does not exist"
-            ) from exc
-        except ConfigurationError:
-            raise
-        except Exception as exc:
-            raise BackendError(
-                f"reading the Momento API key from secret {self.secret_name!r} "
-                f"({SECRET_VARIABLE}) failed: {type(exc).__name__}"
-            ) from exc
-        if not isinstance(secret, str):
-            raise ConfigurationError(
-                f"the secret {self.secret_name!r} ({SECRET_VARIABLE}) must hold a string, "
-                f"got {type(secret).__name__}"
-            )
-        return secret
+    def _parse(self, secret: str) -> MomentoCredentials:
+        return parse_secret(secret, secret_name=self.secret_name, endpoint=self._endpoint)
 
 
 def log_background_failure(task: asyncio.Task[Any]) -> None:
@@ -200,13 +149,6 @@ def log_background_failure(task: asyncio.Task[Any]) -> None:
         error = task.exception()
         if error is not None:
             logger.debug("polycache: a Momento background step failed: %r", error)
-
-
-async def _secrets_manager_fetch(secret_name: str) -> str:
-    from polycache.loaders.secretsmanager import SecretsManagerLoader
-
-    secret: str = await SecretsManagerLoader()(secret_name)
-    return secret
 
 
 def parse_secret(secret: str, *, secret_name: str, endpoint: str | None) -> MomentoCredentials:

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from polycache._errors import BackendError, ConfigurationError, SourceNotFound
+from polycache._errors import ConfigurationError
 from polycache._extras import require_extra
-from polycache.backends._momento_credentials import SecretFetcher, _secrets_manager_fetch
+from polycache.backends._secrets import SecretFetcher, read_secret
 
 __all__ = [
     "IAM_TOKEN_LIFETIME",
@@ -78,16 +78,6 @@ class PasswordCredentials:
         return self._credentials
 
 
-# Secrets read in this process, by (secret name, user name, fetcher): read once, then reused by
-# every backend and every event loop (the way the Momento key is read, and for the same reason).
-_fetched: dict[tuple[str, str | None, object], RedisCredentials] = {}
-
-
-def forget_fetched_secrets() -> None:
-    """Forget the passwords read so far (tests rotate them)."""
-    _fetched.clear()
-
-
 class SecretPasswordCredentials:
     """A password kept in Secrets Manager, read once per process.
 
@@ -100,7 +90,7 @@ class SecretPasswordCredentials:
         fetch: Reads a secret's string; defaults to polycache's Secrets Manager loader.
     """
 
-    __slots__ = ("_fetch", "_reading", "secret_name", "username")
+    __slots__ = ("_fetch", "secret_name", "username")
 
     def __init__(
         self, secret_name: str, *, username: str | None = None, fetch: SecretFetcher | None = None
@@ -108,7 +98,6 @@ class SecretPasswordCredentials:
         self.secret_name = secret_name
         self.username = username
         self._fetch = fetch
-        self._reading: asyncio.Task[RedisCredentials] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -118,56 +107,17 @@ class SecretPasswordCredentials:
 
     async def __call__(self) -> RedisCredentials:
         """Return the password from the secret, reading it on the first call in this process."""
-        credentials = _fetched.get((self.secret_name, self.username, self._fetch))
-        if credentials is not None:
-            return credentials
-        reading = self._reading
-        if (
-            reading is None
-            or reading.done()
-            or reading.get_loop() is not asyncio.get_running_loop()
-        ):
-            reading = asyncio.ensure_future(self._read_and_remember())
-            reading.add_done_callback(_retrieve)
-            self._reading = reading
-        # Shielded: a first operation that times out leaves the read running for the next one.
-        return await asyncio.shield(reading)
-
-    async def _read_and_remember(self) -> RedisCredentials:
-        credentials = parse_secret(
-            await self._read(), secret_name=self.secret_name, username=self.username
+        # The same read as the Momento key's: polycache's own Secrets Manager loader, once.
+        return await read_secret(
+            self.secret_name,
+            fetch=self._fetch,
+            parse=self._parse,
+            holding="the Redis password",
+            variable=SECRET_VARIABLE,
         )
-        _fetched[(self.secret_name, self.username, self._fetch)] = credentials
-        return credentials
 
-    async def _read(self) -> str:
-        # The same reader as the Momento key's: polycache's own Secrets Manager loader.
-        fetch = self._fetch or _secrets_manager_fetch
-        try:
-            secret = await fetch(self.secret_name)
-        except SourceNotFound as exc:
-            raise ConfigurationError(
-                f"{SECRET_VARIABLE} names the secret {self.secret_name!r}, which does not exist"
-            ) from exc
-        except ConfigurationError:
-            raise
-        except Exception as exc:
-            raise BackendError(
-                f"reading the Redis password from secret {self.secret_name!r} "
-                f"({SECRET_VARIABLE}) failed: {type(exc).__name__}"
-            ) from exc
-        if not isinstance(secret, str):
-            raise ConfigurationError(
-                f"the secret {self.secret_name!r} ({SECRET_VARIABLE}) must hold a string, "
-                f"got {type(secret).__name__}"
-            )
-        return secret
-
-
-def _retrieve(task: asyncio.Task[RedisCredentials]) -> None:
-    """Mark a failed read's error as seen: the callers that awaited it have it already."""
-    if not task.cancelled():
-        task.exception()
+    def _parse(self, secret: str) -> RedisCredentials:
+        return parse_secret(secret, secret_name=self.secret_name, username=self.username)
 
 
 def parse_secret(secret: str, *, secret_name: str, username: str | None) -> RedisCredentials:

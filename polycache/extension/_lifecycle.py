@@ -1,4 +1,4 @@
-"""A client of the Lambda Extensions API: register, wait for events, report errors.
+"""A client of the Lambda Extensions API: register, wait for events, report a failed start.
 
 See https://docs.aws.amazon.com/lambda/latest/dg/runtimes-extensions-api.html. The answers
 are parsed whatever their Content-Type (cargo-lambda sends some without one).
@@ -30,14 +30,10 @@ class Event:
 
     Attributes:
         kind: `"INVOKE"` or `"SHUTDOWN"`.
-        deadline_ms: The event's deadline in epoch milliseconds (0 when not given).
-        request_id: The invocation's request id (INVOKE).
         shutdown_reason: `"spindown"`, `"timeout"` or `"failure"` (SHUTDOWN).
     """
 
     kind: str
-    deadline_ms: int = 0
-    request_id: str | None = None
     shutdown_reason: str | None = None
 
 
@@ -54,10 +50,6 @@ class ExtensionsApi(Protocol):
 
     async def init_error(self, error_type: str, message: str) -> None:
         """Report a failed initialization (Lambda then fails the INIT phase)."""
-        ...
-
-    async def exit_error(self, error_type: str, message: str) -> None:
-        """Report an error before exiting."""
         ...
 
     async def aclose(self) -> None:
@@ -88,11 +80,6 @@ class HttpExtensionsApi:
         self._session = session
         self._identifier: str | None = None
 
-    @property
-    def identifier(self) -> str | None:
-        """The identifier Lambda gave at registration."""
-        return self._identifier
-
     async def register(self, name: str, events: tuple[str, ...] = ("INVOKE", "SHUTDOWN")) -> str:
         """Register as `name`; returns the identifier Lambda assigns."""
         status, headers, _ = await self._request(
@@ -117,21 +104,11 @@ class HttpExtensionsApi:
             kind = str(document["eventType"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ExtensionsApiError("event/next answered something that is not an event") from exc
-        deadline = document.get("deadlineMs")
-        return Event(
-            kind=kind,
-            deadline_ms=deadline if isinstance(deadline, int) else 0,
-            request_id=document.get("requestId"),
-            shutdown_reason=document.get("shutdownReason"),
-        )
+        return Event(kind=kind, shutdown_reason=document.get("shutdownReason"))
 
     async def init_error(self, error_type: str, message: str) -> None:
         """POST `init/error`."""
         await self._report("init/error", error_type, message)
-
-    async def exit_error(self, error_type: str, message: str) -> None:
-        """POST `exit/error`."""
-        await self._report("exit/error", error_type, message)
 
     async def aclose(self) -> None:
         """Close the HTTP session."""

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from polycache._errors import ConfigurationError, LoaderError, SourceNotFound
 from polycache._extras import require_extra
+from polycache._flight import Flights
 from polycache.loaders import _aws
 from polycache.loaders._transform import Transform, apply_transform, check_transform
 
@@ -155,10 +156,10 @@ class DynamoDbLoader:
         self._transform = check_transform(transform)
         self._clients = _aws.client_factory(clients)
         # Table -> its key schema (attribute -> S, N or B), learned once (from a guess DynamoDB
-        # accepted, or described); and the description in flight, shared by concurrent callers
-        # on one loop.
+        # accepted, or described); and the descriptions in flight, shared by concurrent callers.
+        # A flight belongs to the loop it started on, so the loop is part of its key.
         self._schemas: dict[str, dict[str, str]] = {}
-        self._learning: dict[str, asyncio.Future[dict[str, str]]] = {}
+        self._learning: Flights[tuple[str, asyncio.AbstractEventLoop], dict[str, str]] = Flights()
 
     def __repr__(self) -> str:
         return (
@@ -321,27 +322,13 @@ class DynamoDbLoader:
         schema = self._schemas.get(table)
         if schema is not None:
             return schema
-        loop = asyncio.get_running_loop()
-        learning = self._learning.get(table)
-        if learning is not None and learning.get_loop() is loop:
-            return await asyncio.shield(learning)
-        learning = loop.create_future()
-        self._learning[table] = learning
-        try:
-            schema = await self._describe(table, what)
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                learning.set_exception(exc)
-                learning.exception()  # retrieved by whoever awaited it; never warn
-            else:
-                learning.cancel()
-            raise
-        finally:
-            # Not learned: the next caller asks again; learned: it is in _schemas from now on.
-            if self._learning.get(table) is learning:
-                del self._learning[table]
+        return await self._learning.run(
+            (table, asyncio.get_running_loop()), lambda: self._learn(table, what)
+        )
+
+    async def _learn(self, table: str, what: str) -> dict[str, str]:
+        schema = await self._describe(table, what)
         self._schemas[table] = schema
-        learning.set_result(schema)
         return schema
 
     async def _describe(self, table: str, what: str) -> dict[str, str]:

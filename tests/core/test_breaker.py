@@ -21,21 +21,25 @@ def test_the_breaker_opens_after_the_threshold_and_probes_once_after_the_cooldow
     now = [0.0]
     changes: list[str] = []
     breaker = Breaker(3, 10.0, changes.append, clock=lambda: now[0])
+
+    def state() -> str:  # read afresh each time: mypy would keep the first comparison's narrowing
+        return breaker.state
+
     for _ in range(2):
         assert breaker.allow()
         breaker.failed()
-    assert breaker.state == "closed"
+    assert state() == "closed"
     breaker.failed()
-    assert breaker.state == "open" and not breaker.allow()
+    assert state() == "open" and not breaker.allow()
     now[0] = 10.0
     assert breaker.allow()  # the probe
     assert not breaker.allow()  # only one
     breaker.failed()
-    assert breaker.state == "open" and not breaker.allow()
+    assert state() == "open" and not breaker.allow()
     now[0] = 20.0
     assert breaker.allow()
     breaker.succeeded()
-    assert breaker.state == "closed"
+    assert state() == "closed"
     assert changes == ["open", "half_open", "open", "half_open", "closed"]
 
 

@@ -44,7 +44,7 @@ async def test_one_of_two_caches_loads_and_the_other_waits_for_its_value() -> No
         return "loaded once"
 
     results = await asyncio.gather(first.get_or_load("hot", load), second.get_or_load("hot", load))
-    assert results == ["loaded once", "loaded once"]
+    assert list(results) == ["loaded once", "loaded once"]
     assert calls == 1
     assert first.stats.lease_waits + second.stats.lease_waits == 1
     assert not [key for key in backend.entries if key.startswith("__polycache_lease__")]

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from polycache import Cache, ConfigurationError, Entry
-from polycache.backends.memory import MemoryBackend
+from polycache.backends.memory import MemoryBackend, record_from_entry
 from tests.conftest import FakeClock
 
 
@@ -30,7 +30,7 @@ async def test_least_recently_used_is_evicted_first() -> None:
 async def test_bounded_under_many_inserts() -> None:
     backend = MemoryBackend(max_entries=1000)
     for index in range(50_000):
-        backend.put(f"k{index}", entry(index))
+        backend.put(f"k{index}", record_from_entry(entry(index)))
     assert len(backend) <= 1000
     assert backend.peek("k49999") is not None
 

@@ -38,7 +38,7 @@ class CacheModel(RuleBasedStateMachine):
             ttl=10,
             stale_ttl=0,
             negative_ttl=5,
-            clock=self.clock,  # type: ignore[arg-type]
+            clock=self.clock,
         )
 
         async def load(name: str) -> str:

@@ -38,9 +38,6 @@ class ScriptedApi:
     async def init_error(self, error_type: str, message: str) -> None:
         self.calls.append(("init_error", error_type))
 
-    async def exit_error(self, error_type: str, message: str) -> None:
-        self.calls.append(("exit_error", error_type))
-
     async def aclose(self) -> None:
         self.closed = True
 
@@ -55,7 +52,7 @@ def _environment(**extra: str) -> dict[str, str]:
 
 
 async def test_invokes_then_shutdown() -> None:
-    api = ScriptedApi([Event("INVOKE", request_id="1"), Event("INVOKE"), Event("SHUTDOWN")])
+    api = ScriptedApi([Event("INVOKE"), Event("INVOKE"), Event("SHUTDOWN")])
     sources = FakeSources()
     status = await run(_environment(), api_factory=lambda url: api, sources=sources)
     assert status == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
@@ -12,6 +12,9 @@ from botocore.exceptions import ClientError
 
 from polycache.loaders import _aws
 from tests.stand_ins.moto_server import AWS_TEST_ENVIRONMENT, CountingMotoServer
+
+if TYPE_CHECKING:
+    from botocore.exceptions import _ResponseMetadataTypeDef as ResponseMetadataTypeDef
 
 
 @pytest.fixture(scope="session")
@@ -40,12 +43,23 @@ async def _close_aws_clients() -> AsyncIterator[None]:
     await _aws.close_clients()
 
 
+def response_metadata(status: int) -> ResponseMetadataTypeDef:
+    """The `ResponseMetadata` of an AWS answer with HTTP status `status`."""
+    return {
+        "RequestId": "",
+        "HostId": "",
+        "HTTPStatusCode": status,
+        "HTTPHeaders": {},
+        "RetryAttempts": 0,
+    }
+
+
 def client_error(code: str, operation: str, status: int = 400) -> ClientError:
     """A botocore ClientError as aiobotocore raises it."""
     return ClientError(
         {
             "Error": {"Code": code, "Message": f"simulated {code}"},
-            "ResponseMetadata": {"HTTPStatusCode": status},
+            "ResponseMetadata": response_metadata(status),
         },
         operation,
     )

@@ -241,3 +241,45 @@ async def test_bad_keys_are_named(aws: CountingMotoServer, tables: Any) -> None:
         await DynamoDbLoader()("users")
     with pytest.raises(ConfigurationError, match="consistent_read"):
         DynamoDbLoader(consistent_read=1)  # type: ignore[arg-type]
+
+
+async def test_a_table_is_described_once_and_a_cancelled_describer_is_replaced() -> None:
+    import asyncio
+
+    described = asyncio.Event()
+    release = asyncio.Event()
+
+    class Slow:
+        def __init__(self) -> None:
+            self.describes = 0
+
+        async def describe_table(self, **arguments: Any) -> Any:
+            self.describes += 1
+            described.set()
+            await release.wait()
+            return {
+                "Table": {
+                    "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+                    "AttributeDefinitions": [{"AttributeName": "id", "AttributeType": "S"}],
+                }
+            }
+
+        async def batch_get_item(self, RequestItems: dict[str, Any]) -> Any:  # noqa: N803 - AWS's name
+            keys = RequestItems["users"]["Keys"]
+            return {"Responses": {"users": [{**key, "v": {"S": "x"}} for key in keys]}}
+
+    client = Slow()
+    loader = DynamoDbLoader(clients=clients_returning(client))
+    first = asyncio.ensure_future(loader.load_many(["users?id=1"]))
+    await described.wait()
+    joiners = [asyncio.ensure_future(loader.load_many([f"users?id={n}"])) for n in (2, 3)]
+    await asyncio.sleep(0.01)
+    first.cancel()  # the describer goes; one joiner describes again, the other waits for it
+    await asyncio.sleep(0.01)
+    release.set()
+    results = await asyncio.gather(*joiners)
+    assert results == [{f"users?id={n}": {"id": str(n), "v": "x"}} for n in (2, 3)]
+    assert client.describes == 2
+    assert first.cancelled()
+    assert await loader.load_many(["users?id=4"]) == {"users?id=4": {"id": "4", "v": "x"}}
+    assert client.describes == 2  # learned for good

@@ -26,7 +26,12 @@ from polycache.loaders.s3 import S3Loader
 from polycache.loaders.secretsmanager import SecretsManagerLoader
 from polycache.loaders.ssm import SsmLoader
 from tests.conftest import FakeClock
-from tests.loaders.conftest import FailingClient, client_error, clients_returning
+from tests.loaders.conftest import (
+    FailingClient,
+    client_error,
+    clients_returning,
+    response_metadata,
+)
 from tests.stand_ins.moto_server import CountingMotoServer
 
 SECRET = "s3cr3t-Value-9f2c"
@@ -196,7 +201,7 @@ async def test_secret_values_never_appear_in_logs_reprs_or_messages(
 def test_error_code_reads_client_errors_and_anything_else() -> None:
     assert _aws.error_code(client_error("ParameterNotFound", "GetParameter")) == "ParameterNotFound"
     assert (
-        _aws.error_code(ClientError({"ResponseMetadata": {"HTTPStatusCode": 304}}, "Get")) == "304"
+        _aws.error_code(ClientError({"ResponseMetadata": response_metadata(304)}, "Get")) == "304"
     )
     assert _aws.error_code(ValueError("x")) == "ValueError"
     original = LoaderError("already ours", key="k")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from polycache import BackendError, Cache, ConfigurationError, SourceNotFound
-from polycache.backends import _momento_credentials
+from polycache.backends import _secrets
 from polycache.backends._momento_credentials import (
     EnvironmentCredentials,
     NoCredentials,
@@ -30,9 +30,9 @@ ENDPOINT = "cell-test-1.example.invalid"
 
 @pytest.fixture(autouse=True)
 def _forget_secrets() -> Iterator[None]:
-    _momento_credentials.forget_fetched_secrets()
+    _secrets.forget_read_secrets()
     yield
-    _momento_credentials.forget_fetched_secrets()
+    _secrets.forget_read_secrets()
 
 
 # -- the environment ---------------------------------------------------------------------------
@@ -172,6 +172,25 @@ async def test_secret_read_once_per_process_with_an_injected_fetch() -> None:
         credentials = await source()
         assert credentials is not None and credentials.api_key == KEY
     assert reads == ["prod/momento"]
+
+
+async def test_a_malformed_secret_is_read_again_once_fixed() -> None:
+    stored = ["not-a-key"]
+    reads = 0
+
+    async def fetch(name: str) -> str:
+        nonlocal reads
+        reads += 1
+        return stored[0]
+
+    source = SecretCredentials("prod/momento", fetch=fetch)
+    with pytest.raises(ConfigurationError, match="does not hold a Momento API key"):
+        await source()
+    stored[0] = KEY
+    credentials = await source()
+    assert credentials is not None and credentials.api_key == KEY
+    assert await source() == credentials
+    assert reads == 2
 
 
 async def test_secret_errors_are_translated() -> None:

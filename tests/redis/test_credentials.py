@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from polycache import BackendError, Cache, ConfigurationError, SourceNotFound
-from polycache.backends import _redis_credentials
+from polycache.backends import _secrets
 from polycache.backends._redis_credentials import (
     PasswordCredentials,
     SecretPasswordCredentials,
@@ -26,9 +26,9 @@ SECRET = "s3cr3t-Value-that-must-not-leak"
 
 @pytest.fixture(autouse=True)
 def _forget_secrets() -> Iterator[None]:
-    _redis_credentials.forget_fetched_secrets()
+    _secrets.forget_read_secrets()
     yield
-    _redis_credentials.forget_fetched_secrets()
+    _secrets.forget_read_secrets()
 
 
 @pytest.mark.parametrize(
@@ -113,7 +113,7 @@ async def test_secret_errors_are_translated(
 
 @pytest.fixture
 async def secrets(aws: CountingMotoServer) -> AsyncIterator[Any]:
-    import boto3  # type: ignore[import-untyped]
+    import boto3
 
     client = boto3.client("secretsmanager", endpoint_url=aws.url)
     yield client
