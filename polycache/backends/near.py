@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
 from typing import Final
 
-from polycache._contracts import Backend, BatchBackend, ClearableBackend, Entry
+from polycache._contracts import Backend, BatchBackend, ClearableBackend, Entry, LeaseBackend
 from polycache._errors import ConfigurationError
 
 __all__ = ["DEFAULT_LOCAL_MAX_ENTRIES", "DEFAULT_LOCAL_TTL", "NearCacheBackend"]
@@ -53,6 +53,13 @@ class NearCacheBackend:
         "local_max_entries",
         "local_ttl",
     )
+
+    def __new__(cls, remote: Backend, *args: object, **options: object) -> NearCacheBackend:
+        # Leases pass through to the remote backend, so a near-cache is a LeaseBackend exactly
+        # when its remote is one: a runtime-checkable Protocol sees methods, not their
+        # outcome, so the class is chosen here (the Cache checks isinstance once).
+        chosen = _LeasingNearCache if isinstance(remote, LeaseBackend) else cls
+        return object.__new__(chosen if issubclass(chosen, cls) else cls)
 
     def __init__(
         self,
@@ -259,3 +266,15 @@ class NearCacheBackend:
         if len(local) > self.local_max_entries:
             for oldest in list(islice(local, len(local) - self.local_max_entries)):
                 del local[oldest]
+
+
+class _LeasingNearCache(NearCacheBackend):
+    """A near-cache whose remote backend holds leases; `NearCacheBackend(remote)` builds it."""
+
+    __slots__ = ()
+
+    async def add(self, key: str, value: bytes, ttl: float) -> bool:
+        """Add `key` in the remote backend (`LeaseBackend.add`); nothing is held locally."""
+        self._local.pop(key, None)
+        remote: LeaseBackend = self._remote  # type: ignore[assignment] # chosen in __new__
+        return await remote.add(key, value, ttl)
