@@ -55,9 +55,9 @@ class NearCacheBackend:
     )
 
     def __new__(cls, remote: Backend, *args: object, **options: object) -> NearCacheBackend:
-        # Leases pass through to the remote backend, so a near-cache is a LeaseBackend exactly
-        # when its remote is one: a runtime-checkable Protocol sees methods, not their
-        # outcome, so the class is chosen here (the Cache checks isinstance once).
+        """A near-cache that is a `LeaseBackend` (passing `add` through) if `remote` is one."""
+        # A runtime-checkable Protocol sees methods, not what they would do, so the class is
+        # chosen here: the Cache checks isinstance(backend, LeaseBackend) once.
         chosen = _LeasingNearCache if isinstance(remote, LeaseBackend) else cls
         return object.__new__(chosen if issubclass(chosen, cls) else cls)
 
