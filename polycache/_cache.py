@@ -100,6 +100,10 @@ class Cache:
         early_refresh: Refresh each loaded entry in the background at a random moment before
             it expires, sooner for slower loads (probabilistic early expiration, "XFetch"), so
             that a hot key is reloaded before anyone has to wait for it.
+        lease_wait: On a backend shared by several processes (`LeaseBackend`), seconds a miss
+            waits for another process that is loading the same key (it holds the key's lease)
+            before loading it here; `0` turns leases off. Default `POLYCACHE_LEASE_WAIT`,
+            then 2.
         observers: Objects told what the cache does (`polycache.Observer`): OpenTelemetry,
             CloudWatch metrics, your own. With none, nothing is measured.
         breaker_threshold: Consecutive failures or timeouts of a remote backend after which its
@@ -132,6 +136,7 @@ class Cache:
         load_timeout: Duration | Unset | None = UNSET,
         ttl_jitter: float | None = None,
         early_refresh: bool = False,
+        lease_wait: Duration | None = None,
         observers: Iterable[Observer] = (),
         breaker_threshold: int = 5,
         breaker_cooldown: Duration = 5.0,
@@ -166,6 +171,7 @@ class Cache:
             backend_timeout=backend_timeout,
             load_timeout=load_timeout,
             ttl_jitter=ttl_jitter,
+            lease_wait=lease_wait,
             disabled=disabled,
         )
         self._settings: Settings = settings
@@ -200,6 +206,7 @@ class Cache:
         )
         self._loaders = LoaderTable(self._policy)
         self._loading = Loading(self._storage, self._counters, self._clock)
+        self._loading.lease_wait = settings.lease_wait
         if (
             isinstance(breaker_threshold, bool)
             or not isinstance(breaker_threshold, int)

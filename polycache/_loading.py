@@ -36,6 +36,9 @@ class _Missing:
 
 _MISSING: Final = _Missing()
 
+# How long a lease lasts when loads have no load_timeout: a lost holder blocks nobody longer.
+_LEASE_SECONDS: Final = 30.0
+
 Batch = list[tuple[str, Route, Entry | None]]
 """Keys of one batch loader to load together: (key, route, previous entry)."""
 
@@ -84,7 +87,7 @@ class Loading:
         clock: Returns epoch seconds.
     """
 
-    __slots__ = ("clock", "counters", "observers", "storage")
+    __slots__ = ("clock", "counters", "lease_wait", "observers", "storage")
 
     def __init__(
         self,
@@ -96,6 +99,8 @@ class Loading:
         self.counters = counters
         self.clock = clock
         self.observers: Observers | None = None
+        # Seconds to wait for another process's load of a key (shared backends only).
+        self.lease_wait = 0.0
 
     def start(
         self,
@@ -122,6 +127,36 @@ class Loading:
         )
 
     async def _load(
+        self,
+        flight: Flight[Entry | None],
+        key: str,
+        route: Route,
+        previous: Entry | None,
+        *,
+        serve_stale: bool,
+    ) -> Entry | None:
+        storage = self.storage
+        if not storage.leases or not self.lease_wait:
+            return await self._load_here(flight, key, route, previous, serve_stale=serve_stale)
+        # Of all the processes sharing the backend, the one holding the key's lease loads it;
+        # the others serve their stale value, or wait for what the holder stores.
+        held = await storage.take_lease(key, route.policy.load_timeout or _LEASE_SECONDS)
+        if held is False:
+            now = self.clock()
+            if previous is not None and not previous.negative and now < previous.stale_until:
+                return previous
+            self.counters.lease_waits += 1
+            stored = await storage.wait_for(key, self.lease_wait)
+            if stored is not None:
+                return stored
+            # The holder did not store in time (it died, or its load is slow): load here.
+        try:
+            return await self._load_here(flight, key, route, previous, serve_stale=serve_stale)
+        finally:
+            if held:
+                await storage.release_lease(key)
+
+    async def _load_here(
         self,
         flight: Flight[Entry | None],
         key: str,

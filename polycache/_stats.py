@@ -18,6 +18,8 @@ class Stats:
         loads: Loader calls (one per key, batched calls included).
         load_errors: Loads that failed (whether or not a stale value stood in).
         load_timeouts: Loads cancelled for running past `load_timeout` (also load errors).
+        lease_waits: Misses that waited for another process's load of the key (shared
+            backends, `lease_wait`).
         backend_errors: Backend operations that failed or timed out.
         backend_skipped: Backend operations not made because the backend's circuit was open.
         breaker: The backend's circuit breaker: `closed`, `open` or `half_open` (always
@@ -31,6 +33,7 @@ class Stats:
     loads: int = 0
     load_errors: int = 0
     load_timeouts: int = 0
+    lease_waits: int = 0
     backend_errors: int = 0
     backend_skipped: int = 0
     uncached: int = 0
@@ -43,6 +46,7 @@ class Counters:
     __slots__ = (
         "backend_errors",
         "backend_skipped",
+        "lease_waits",
         "load_errors",
         "load_timeouts",
         "loads",
@@ -54,7 +58,7 @@ class Counters:
     def __init__(self) -> None:
         self.misses = self.stale_hits = self.loads = 0
         self.load_errors = self.load_timeouts = self.backend_errors = self.uncached = 0
-        self.backend_skipped = 0
+        self.backend_skipped = self.lease_waits = 0
 
     def snapshot(self, hits: int, breaker: str = "closed") -> Stats:
         """A `Stats` of these counters, `hits` and the breaker's state."""
@@ -65,6 +69,7 @@ class Counters:
             loads=self.loads,
             load_errors=self.load_errors,
             load_timeouts=self.load_timeouts,
+            lease_waits=self.lease_waits,
             backend_errors=self.backend_errors,
             backend_skipped=self.backend_skipped,
             uncached=self.uncached,

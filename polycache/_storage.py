@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from polycache._breaker import Breaker
-from polycache._contracts import Backend, BatchBackend, ClearableBackend, Entry
+from polycache._contracts import Backend, BatchBackend, ClearableBackend, Entry, LeaseBackend
 from polycache._errors import (
     BackendError,
     BackendTimeout,
@@ -39,6 +40,9 @@ logger = logging.getLogger("polycache")
 # A key whose read just timed out is not read again for this long (in backend timeouts): a
 # miss against a hung backend costs one timeout, not one per step of the miss.
 _TIMED_OUT_KEYS_LIMIT: Final = 1024
+
+LEASE_PREFIX: Final = "__polycache_lease__:"
+"""Where a key's lease lives in a shared backend: keys starting with it are polycache's."""
 
 
 def _with_value(entry: Entry, value: Any) -> Entry:
@@ -63,6 +67,19 @@ class MemoryStorage:
         self.records = backend.records
         self.clock = clock
         self.observers: Observers | None = None  # in-process: no backend calls to report
+
+    leases = False  # one process: single-flight is enough
+
+    async def take_lease(self, key: str, seconds: float) -> bool | None:
+        """No leases in process."""
+        return None
+
+    async def release_lease(self, key: str) -> None:
+        """No leases in process."""
+
+    async def wait_for(self, key: str, seconds: float) -> Entry | None:
+        """No other process stores here."""
+        return None
 
     def peek(self, key: str) -> Entry | None:
         """The entry under `key` unless expired, without I/O."""
@@ -133,6 +150,7 @@ class RemoteStorage:
         "clock",
         "counters",
         "fail_open",
+        "leases",
         "near",
         "observers",
         "serializer",
@@ -168,6 +186,7 @@ class RemoteStorage:
         self.timed_out: dict[str, float] = {}
         self.observers: Observers | None = None
         self.breaker: Breaker | None = None
+        self.leases = isinstance(backend, LeaseBackend)
 
     # -- reads
 
@@ -308,6 +327,41 @@ class RemoteStorage:
     async def aclose(self) -> None:
         """Release the backend's connections."""
         await self.backend.aclose()
+
+    # -- leases: one load across the processes sharing the backend
+
+    async def take_lease(self, key: str, seconds: float) -> bool | None:
+        """Try to take `key`'s lease for `seconds`.
+
+        Returns:
+            True if this process holds it, False if another does, None if the backend could
+            not say (failing open: load here).
+        """
+        backend = self.backend
+        assert isinstance(backend, LeaseBackend)
+        token = f"{os.getpid()}".encode()
+        held: bool | None = await self.call(
+            "add", key, lambda: backend.add(LEASE_PREFIX + key, token, seconds)
+        )
+        return held
+
+    async def release_lease(self, key: str) -> None:
+        """Give `key`'s lease back, so that the next miss anywhere may load at once."""
+        await self.call("delete", key, lambda: self.backend.delete(LEASE_PREFIX + key))
+
+    async def wait_for(self, key: str, seconds: float) -> Entry | None:
+        """Poll the backend for a fresh entry under `key` for up to `seconds`; None if none."""
+        deadline = time.monotonic() + seconds
+        pause = 0.01
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.2)
+            entry = await self._read(key)
+            if entry is not None and self.clock() < entry.fresh_until:
+                return entry
 
     # -- every backend call goes through here
 

@@ -334,6 +334,11 @@ class ExtensionBackend:
         self._check(response, "add", key)
         return True
 
+    async def clear(self) -> None:
+        """Forget every key/value entry of the extension (its whole store is polycache's)."""
+        response = await self._send("DELETE", "", whole_store=True)
+        self._check(response, "clear", "*")
+
     async def aclose(self) -> None:
         """Close this loop's connections; the next call opens new ones."""
         await self._client.aclose()
@@ -348,10 +353,11 @@ class ExtensionBackend:
         *,
         headers: Mapping[str, str] | None = None,
         body: bytes = b"",
+        whole_store: bool = False,
     ) -> _Response:
         # The one place where connection errors become polycache's.
         try:
-            path = wire.KV_PATH + wire.encode_key(key)
+            path = wire.KV_PATH.rstrip("/") if whole_store else wire.KV_PATH + wire.encode_key(key)
         except ValueError as exc:
             raise ConfigurationError(
                 f"the extension:// backend cannot take key {key[:64]!r}: {exc}"
