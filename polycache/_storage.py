@@ -337,6 +337,8 @@ class RemoteStorage:
             True if this process holds it, False if another does, None if the backend could
             not say (failing open: load here).
         """
+        if self.timed_out and self._skipped(key):
+            return None  # its read just timed out: a lease would cost a second backend_timeout
         backend = self.backend
         assert isinstance(backend, LeaseBackend)
         token = f"{os.getpid()}".encode()
