@@ -32,6 +32,7 @@ from polycache._routing import LoaderTable, Route, zero_argument_route
 from polycache._serializers import Serializer, serializer_from
 from polycache._stats import Counters, Stats
 from polycache._storage import MemoryStorage, RemoteStorage, storage_for
+from polycache._tags import TagsOption, check_tags
 from polycache.backends.memory import NEGATIVE, Record
 
 if TYPE_CHECKING:
@@ -331,12 +332,14 @@ class Cache:
         stale_if_error: Duration | None = None,
         negative_ttl: Duration | None = None,
         ttl_jitter: float | None = None,
+        tags: TagsOption = None,
     ) -> None:
         """Load keys `"{scheme}:{name}"` on a miss by calling `await loader(name)`.
 
         The durations (and `ttl_jitter`) override the cache's for these keys. Registering a
         built-in scheme (`ssm`, `secretsmanager`, `s3`, `dynamodb`) replaces the built-in
-        loader.
+        loader. `tags` (a list, or a function from the name to a list) tag every entry the
+        loader loads, for `invalidate_tags`.
 
         Raises:
             ConfigurationError: A scheme with `:` in it, a loader that is not an async callable
@@ -349,7 +352,7 @@ class Cache:
             negative_ttl=negative_ttl,
             ttl_jitter=ttl_jitter,
         )
-        self._loaders.register(scheme, loader, policy)
+        self._loaders.register(scheme, loader, policy, tags)
 
     def loader(
         self,
@@ -360,6 +363,7 @@ class Cache:
         stale_if_error: Duration | None = None,
         negative_ttl: Duration | None = None,
         ttl_jitter: float | None = None,
+        tags: TagsOption = None,
     ) -> Callable[[LoaderT], LoaderT]:
         """Decorator form of `register_loader`; returns the function unchanged.
 
@@ -381,6 +385,7 @@ class Cache:
                 stale_if_error=stale_if_error,
                 negative_ttl=negative_ttl,
                 ttl_jitter=ttl_jitter,
+                tags=tags,
             )
             return function
 
@@ -460,6 +465,7 @@ class Cache:
         *,
         ttl: Duration | None = None,
         stale_ttl: Duration | None = None,
+        tags: Iterable[str] | None = None,
     ) -> Any:
         """Return the value under `key`, calling `await loader()` on a miss and caching it.
 
@@ -468,6 +474,7 @@ class Cache:
             loader: A zero-argument async callable.
             ttl: Fresh seconds for this entry (default: the cache's).
             stale_ttl: Stale-while-revalidate seconds for this entry (default: the cache's).
+            tags: Names that `invalidate_tags` can later invalidate the loaded entry by.
 
         Raises:
             SourceNotFound: `loader` raised it, now or within `negative_ttl`.
@@ -503,7 +510,9 @@ class Cache:
                     return joined.value
         key = _check_key(key)
         policy = self._policy.override(ttl=ttl, stale_ttl=stale_ttl)
-        route = zero_argument_route(key, loader, policy, "get_or_load's loader")
+        route = zero_argument_route(
+            key, loader, policy, "get_or_load's loader", () if tags is None else check_tags(tags)
+        )
         entry = await self._lookup(key, route)
         assert entry is not None
         if entry.negative:
@@ -517,19 +526,35 @@ class Cache:
         *,
         ttl: Duration | None = None,
         stale_ttl: Duration | None = None,
+        tags: Iterable[str] | None = None,
     ) -> None:
         """Store `value` under `key`, fresh for `ttl` seconds (default: the cache's).
 
         A load of `key` already running still answers its waiters, but its value is not
         stored, and later callers do not join it.
 
+        Args:
+            key: The key.
+            value: Any value (JSON-serializable for a remote backend, by default).
+            ttl: Fresh seconds (default: the cache's).
+            stale_ttl: Stale-while-revalidate seconds (default: the cache's).
+            tags: Names that `invalidate_tags` can later invalidate this entry by.
+
         Raises:
             SerializationError: The backend stores bytes and `value` cannot be serialized, or is
                 over the backend's item limit; nothing is sent.
             BackendError: The backend failed and the cache is not `fail_open`.
+            ConfigurationError: A bad key, duration or tag.
         """
         fast = self._fast_set
-        if fast is not None and ttl is None and stale_ttl is None and type(key) is str and key:
+        if (
+            fast is not None
+            and ttl is None
+            and stale_ttl is None
+            and tags is None
+            and type(key) is str
+            and key
+        ):
             # The set path for the memory backend with the cache's own durations and no stale
             # window. One float object serves all three times: a third of the memory per entry.
             records, clock, seconds, memory = fast
@@ -547,7 +572,7 @@ class Cache:
         key = _check_key(key)
         entry = self._policy.override(ttl=ttl, stale_ttl=stale_ttl).entry(value, self._clock())
         self._supersede(key)
-        await self._storage.write(key, entry)
+        await self._storage.write(key, entry, () if tags is None else check_tags(tags))
 
     async def delete(self, key: str) -> None:
         """Forget `key`. A load already running for it still answers its waiters, uncached."""
@@ -563,6 +588,7 @@ class Cache:
         *,
         ttl: Duration | None = None,
         stale_ttl: Duration | None = None,
+        tags: Iterable[str] | None = None,
     ) -> None:
         """Store every value of `mapping` under its key, in as few backend calls as it allows.
 
@@ -582,7 +608,7 @@ class Cache:
         entries = {_check_key(key): policy.entry(value, now) for key, value in mapping.items()}
         for key in entries:
             self._supersede(key)
-        await self._storage.write_many(entries)
+        await self._storage.write_many(entries, () if tags is None else check_tags(tags))
 
     async def delete_many(self, keys: Iterable[str]) -> None:
         """Forget every key in `keys` (a list or tuple of str), in as few backend calls as allowed.
@@ -596,6 +622,24 @@ class Cache:
         await self._storage.delete_many(unique)
         if self._observers is not None:
             self._observers.invalidation(unique, "delete")
+
+    async def invalidate_tags(self, *tags: str) -> None:
+        """Make every entry stored with one of `tags` a miss, in every process.
+
+        On a shared backend this writes one small entry per tag (the tag's invalidation time);
+        no key is scanned. Loads running now still answer their waiters but store nothing.
+
+        Raises:
+            ConfigurationError: No tag, or a tag that is not a non-empty str.
+        """
+        names = check_tags(tags, "invalidate_tags' tags")
+        if not names:
+            raise ConfigurationError("invalidate_tags needs at least one tag")
+        for flight in self._state.loads.values():
+            flight.superseded = True
+        await self._storage.invalidate_tags(names)
+        if self._observers is not None:
+            self._observers.invalidation(names, "tags")
 
     async def exists(self, key: str) -> bool:
         """True if a value is cached under `key`, fresh or stale; never loads, counts nothing.
@@ -636,7 +680,15 @@ class Cache:
         if self._observers is not None:
             self._observers.invalidation(("*",), "clear")
 
-    async def refresh(self, key: str, loader: Callable[[], Awaitable[Any]] | None = None) -> Any:
+    async def refresh(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]] | None = None,
+        *,
+        ttl: Duration | None = None,
+        stale_ttl: Duration | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> Any:
         """Reload `key` from its source now, store it and return the new value.
 
         Concurrent gets and refreshes of the key share this load; a load that a `set` or
@@ -645,6 +697,9 @@ class Cache:
         Args:
             key: A key with a registered loader, or any key if `loader` is given.
             loader: A zero-argument async callable to use instead of the registered loader.
+            ttl: Fresh seconds for the reloaded entry (default: the loader's, or the cache's).
+            stale_ttl: Stale-while-revalidate seconds likewise.
+            tags: Tags for the reloaded entry, with a `loader` given here.
 
         Raises:
             ConfigurationError: `key` has no loader and none is given.
@@ -652,11 +707,16 @@ class Cache:
             LoaderError: The load failed.
         """
         key = _check_key(key)
+        policy = self._policy.override(ttl=ttl, stale_ttl=stale_ttl)
         route: Route | None
         if loader is not None:
-            route = zero_argument_route(key, loader, self._policy, "refresh's loader")
+            route = zero_argument_route(
+                key, loader, policy, "refresh's loader", () if tags is None else check_tags(tags)
+            )
         else:
             route = self._loaders.route(key)
+            if route is not None and policy is not self._policy:
+                route = route.with_policy(route.policy.override(ttl=ttl, stale_ttl=stale_ttl))
         if route is None:
             raise ConfigurationError(
                 f"cannot refresh {key!r}: no loader is registered for its scheme and none was given"
@@ -917,6 +977,7 @@ class Cache:
         ttl: Duration | None = None,
         stale_ttl: Duration | None = None,
         key: str | None = None,
+        tags: Iterable[str] | None = None,
     ) -> Memoizer:
         """Memoize an `async def` function in this cache; its arguments make the key.
 
@@ -936,14 +997,15 @@ class Cache:
                 applied (`"user:{user_id}"`, `"{self.tenant}:{name}"`). Default:
                 `"{module}.{qualname}:"` and the arguments as compact JSON, a method's `self`
                 or `cls` left out.
+            tags: Tags of every entry it stores, for `invalidate_tags`.
 
         Raises:
-            ConfigurationError: A bad duration or template; when applied, a function that is
-                not `async def` or a template naming no parameter of it.
+            ConfigurationError: A bad duration, template or tag; when applied, a function that
+                is not `async def` or a template naming no parameter of it.
         """
         from polycache._memoize import Memoizer
 
-        return Memoizer(self, ttl=ttl, stale_ttl=stale_ttl, key=key)
+        return Memoizer(self, ttl=ttl, stale_ttl=stale_ttl, key=key, tags=tags)
 
     @functools.cached_property
     def sync(self) -> SyncCache:

@@ -210,9 +210,10 @@ class Loading:
         self._report(key, started, "not_found" if entry.negative else "ok")
         # The waiters have their answer before the entry is stored: a slow backend delays
         # nobody, and the flight stays registered until the store is done.
+        tags = route.tag_names()  # a misuse here reaches the waiters, not a background task
         flight.publish(entry)
         if not flight.superseded:
-            await self.storage.store(key, entry)
+            await self.storage.store(key, entry, tags)
         return entry
 
     def _report(self, key: str, started: float, outcome: LoadOutcome) -> None:
@@ -306,6 +307,6 @@ class Loading:
                 self._report(key, started, "not_found" if entry.negative else "ok")
                 flight.publish(entry)
                 if not flight.superseded:
-                    await self.storage.store(key, entry)
+                    await self.storage.store(key, entry, route.tag_names())
             except PolycacheError as exc:
                 flight.fail(exc)

@@ -8,17 +8,17 @@ stale-if-error, negative caching) is `get_or_load`'s.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import json.encoder
 import math
 import string
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Concatenate, Final, Generic, ParamSpec, TypeVar, overload
 
 from polycache._config import Duration, duration
-from polycache._errors import ConfigurationError, SerializationError
+from polycache._errors import ConfigurationError
+from polycache._tags import Tags, check_tags
 
 if TYPE_CHECKING:
     from typing import Self
@@ -332,6 +332,7 @@ class Cached(Generic[P, R]):
         key: KeyFunction,
         ttl: float | None,
         stale_ttl: float | None,
+        tags: Tags | None = None,
     ) -> None:
         functools.update_wrapper(self, function)
         self._cache = cache
@@ -339,6 +340,7 @@ class Cached(Generic[P, R]):
         self._key = key
         self._ttl = ttl
         self._stale_ttl = stale_ttl
+        self._tags = tags
         self._get_or_load = cache.get_or_load
 
     def __repr__(self) -> str:
@@ -360,6 +362,7 @@ class Cached(Generic[P, R]):
             else _partial(self._function, *args),
             ttl=self._ttl,
             stale_ttl=self._stale_ttl,
+            tags=self._tags,
         )
         return awaitable
 
@@ -384,14 +387,12 @@ class Cached(Generic[P, R]):
 
     async def _refresh(self, key: str, args: Any, kwargs: Any) -> R:
         value: R = await self._cache.refresh(
-            key, functools.partial(self._function, *args, **kwargs)
+            key,
+            functools.partial(self._function, *args, **kwargs),
+            ttl=self._ttl,
+            stale_ttl=self._stale_ttl,
+            tags=self._tags,
         )
-        if self._ttl is not None or self._stale_ttl is not None:
-            # Cache.refresh stores with the cache's own durations: store again with this
-            # function's.
-            # A value too large to store was already counted and logged as uncached.
-            with contextlib.suppress(SerializationError):
-                await self._cache.set(key, value, ttl=self._ttl, stale_ttl=self._stale_ttl)
         return value
 
     @overload
@@ -463,7 +464,7 @@ class Memoizer:
             template names something the function has no parameter for.
     """
 
-    __slots__ = ("_cache", "_key", "_stale_ttl", "_ttl")
+    __slots__ = ("_cache", "_key", "_stale_ttl", "_tags", "_ttl")
 
     def __init__(
         self,
@@ -472,8 +473,10 @@ class Memoizer:
         ttl: Duration | None,
         stale_ttl: Duration | None,
         key: str | None,
+        tags: Iterable[str] | None = None,
     ) -> None:
         self._cache = cache
+        self._tags = None if tags is None else check_tags(tags)
         self._ttl = None if ttl is None else duration(ttl, name="ttl")
         self._stale_ttl = None if stale_ttl is None else duration(stale_ttl, name="stale_ttl")
         if key is not None and (not isinstance(key, str) or not key):
@@ -500,4 +503,4 @@ class Memoizer:
         else:
             receiver = bool(signature.names) and signature.names[0] in _RECEIVER_NAMES
             key = _default_key(function, signature, skip=int(receiver))
-        return Cached(self._cache, function, key, self._ttl, self._stale_ttl)
+        return Cached(self._cache, function, key, self._ttl, self._stale_ttl, self._tags)

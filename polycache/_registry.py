@@ -21,6 +21,10 @@ _BUILTIN: dict[str, tuple[str, str, str | None]] = {
     "memory": ("polycache.backends.memory", "MemoryBackend", None),
     "extension": ("polycache.backends.extension", "ExtensionBackend", "extension"),
     "momento": ("polycache.backends.momento", "MomentoBackend", "momento"),
+    "redis": ("polycache.backends.redis", "RedisBackend", "redis"),
+    "rediss": ("polycache.backends.redis", "RedisBackend", "redis"),
+    "valkey": ("polycache.backends.redis", "RedisBackend", "redis"),
+    "valkeys": ("polycache.backends.redis", "RedisBackend", "redis"),
 }
 _registered: dict[str, BackendFactory] = {}
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
 from polycache._contracts import BatchLoader, ConditionalLoader, LoaderFunction
 from polycache._errors import ConfigurationError
 from polycache._policy import Policy
+from polycache._tags import Tags, TagsOption, check_tags
 
 __all__ = ["LoaderTable", "Route", "check_async_callable", "zero_argument_route"]
 
@@ -39,7 +40,7 @@ class Route:
         conditional: The loader, if it can revalidate a cached value.
     """
 
-    __slots__ = ("batch", "conditional", "load", "name", "policy", "scheme")
+    __slots__ = ("batch", "conditional", "load", "name", "policy", "scheme", "tags")
 
     def __init__(
         self,
@@ -49,6 +50,7 @@ class Route:
         scheme: str | None = None,
         batch: BatchLoader | None = None,
         conditional: ConditionalLoader | None = None,
+        tags: Tags | Callable[[str], Iterable[str]] = (),
     ) -> None:
         self.load = load
         self.name = name
@@ -56,18 +58,38 @@ class Route:
         self.scheme = scheme
         self.batch = batch
         self.conditional = conditional
+        self.tags = tags
+
+    def tag_names(self) -> Tags:
+        """The tags of what this route loads.
+
+        Raises:
+            ConfigurationError: The loader's tag function returned something else than tags.
+        """
+        tags = self.tags
+        if callable(tags):
+            return check_tags(tags(self.name), f"the tags for {self.name!r}")
+        return tags
 
     def with_policy(self, policy: Policy) -> Route:
         """This route under another policy (a call's own durations)."""
-        return Route(self.load, self.name, policy, self.scheme, self.batch, self.conditional)
+        return Route(
+            self.load, self.name, policy, self.scheme, self.batch, self.conditional, self.tags
+        )
 
 
 class _Registered:
-    __slots__ = ("batch", "conditional", "load", "policy")
+    __slots__ = ("batch", "conditional", "load", "policy", "tags")
 
-    def __init__(self, load: LoaderFunction, policy: Policy) -> None:
+    def __init__(
+        self,
+        load: LoaderFunction,
+        policy: Policy,
+        tags: Tags | Callable[[str], Iterable[str]] = (),
+    ) -> None:
         self.load = load
         self.policy = policy
+        self.tags = tags
         self.batch = load if isinstance(load, BatchLoader) else None
         self.conditional = load if isinstance(load, ConditionalLoader) else None
 
@@ -125,14 +147,20 @@ class LoaderTable:
     def __repr__(self) -> str:
         return repr(sorted(self._loaders))
 
-    def register(self, scheme: str, loader: LoaderFunction, policy: Policy) -> None:
-        """Load keys `"{scheme}:{name}"` with `loader`, under `policy`."""
+    def register(
+        self, scheme: str, loader: LoaderFunction, policy: Policy, tags: TagsOption = None
+    ) -> None:
+        """Load keys `"{scheme}:{name}"` with `loader`, under `policy`, tagged with `tags`."""
         if not isinstance(scheme, str) or not scheme or ":" in scheme:
             raise ConfigurationError(
                 f"loader scheme must be a non-empty str without ':', got {scheme!r}"
             )
         check_async_callable(loader, f"loader for {scheme!r}")
-        self._loaders[scheme] = _Registered(loader, policy)
+        if tags is None:
+            tags = ()
+        elif not callable(tags):
+            tags = check_tags(tags, f"the tags of loader {scheme!r}")
+        self._loaders[scheme] = _Registered(loader, policy, tags)
 
     def _registered(self, scheme: str) -> _Registered | None:
         registered = self._loaders.get(scheme)
@@ -167,6 +195,7 @@ class LoaderTable:
             scheme,
             registered.batch,
             registered.conditional,
+            registered.tags,
         )
 
 
@@ -183,8 +212,12 @@ class _ZeroArgumentLoader:
 
 
 def zero_argument_route(
-    key: str, loader: Callable[[], Awaitable[Any]], policy: Policy, what: str
+    key: str,
+    loader: Callable[[], Awaitable[Any]],
+    policy: Policy,
+    what: str,
+    tags: Tags = (),
 ) -> Route:
     """The route for a loader given with the call (`get_or_load`, `refresh`)."""
     check_async_callable(loader, what)
-    return Route(_ZeroArgumentLoader(loader), key, policy)
+    return Route(_ZeroArgumentLoader(loader), key, policy, tags=tags)

@@ -28,7 +28,8 @@ from polycache._flight import Flights
 from polycache._observe import BackendOutcome, Observers
 from polycache._serializers import Serializer
 from polycache._stats import Counters
-from polycache.backends.memory import MemoryBackend, entry_from_record, record_from_entry
+from polycache._tags import TAG_LIFETIME, TAG_PREFIX, Tags, is_tagged, tagged, untagged
+from polycache.backends.memory import MemoryBackend, Record, entry_from_record, record_from_entry
 
 if TYPE_CHECKING:
     from polycache.backends.near import NearCacheBackend
@@ -60,13 +61,15 @@ def _with_value(entry: Entry, value: Any) -> Entry:
 class MemoryStorage:
     """Entries as records in the memory backend's dict: no serialization, no I/O."""
 
-    __slots__ = ("backend", "clock", "observers", "records")
+    __slots__ = ("backend", "clock", "observers", "records", "tag_index")
 
     def __init__(self, backend: MemoryBackend, clock: Any) -> None:
         self.backend = backend
         self.records = backend.records
         self.clock = clock
         self.observers: Observers | None = None  # in-process: no backend calls to report
+        # tag -> {key: the record stored with it}; a key written again since is left alone.
+        self.tag_index: dict[str, dict[str, Record]] = {}
 
     leases = False  # one process: single-flight is enough
 
@@ -101,19 +104,32 @@ class MemoryStorage:
         """The entries under `keys`, in order."""
         return [self.peek(key) for key in keys]
 
-    async def write(self, key: str, entry: Entry) -> None:
+    async def write(self, key: str, entry: Entry, tags: Tags = ()) -> None:
         """Store `entry` (a `set`)."""
-        self.backend.put(key, record_from_entry(entry))
+        self._put(key, entry, tags)
 
-    async def store(self, key: str, entry: Entry) -> None:
+    async def store(self, key: str, entry: Entry, tags: Tags = ()) -> None:
         """Store a loaded entry."""
-        self.backend.put(key, record_from_entry(entry))
+        self._put(key, entry, tags)
 
-    async def write_many(self, entries: Mapping[str, Entry]) -> None:
+    async def write_many(self, entries: Mapping[str, Entry], tags: Tags = ()) -> None:
         """Store several entries."""
-        put = self.backend.put
         for key, entry in entries.items():
-            put(key, record_from_entry(entry))
+            self._put(key, entry, tags)
+
+    def _put(self, key: str, entry: Entry, tags: Tags) -> None:
+        record = record_from_entry(entry)
+        self.backend.put(key, record)
+        for tag in tags:
+            self.tag_index.setdefault(tag, {})[key] = record
+
+    async def invalidate_tags(self, tags: Tags) -> None:
+        """Forget every entry stored with one of `tags` (and not written again since)."""
+        records = self.records
+        for tag in tags:
+            for key, record in self.tag_index.pop(tag, {}).items():
+                if records.get(key) is record:
+                    del records[key]
 
     async def delete(self, key: str) -> None:
         """Forget `key`."""
@@ -127,6 +143,7 @@ class MemoryStorage:
     async def clear(self) -> None:
         """Forget every entry."""
         self.backend.clear()
+        self.tag_index.clear()
 
     async def aclose(self) -> None:
         """Nothing to release."""
@@ -193,8 +210,9 @@ class RemoteStorage:
     async def read(self, key: str, reads: Flights[str, Entry | None]) -> Entry | None:
         """The entry under `key`, or None; concurrent readers of one key share one read."""
         near = self.near
-        if near is not None and (held := near.peek(key)) is not None:
-            # The near-cache answers without I/O: no task, no timeout.
+        if near is not None and (held := near.peek(key)) is not None and not is_tagged(held.value):
+            # The near-cache answers without I/O: no task, no timeout (unless the entry has
+            # tags to check).
             return self.deserialize(key, held)
         if self.timed_out and self.fail_open and reads.get(key) is None and self._skipped(key):
             return None
@@ -202,7 +220,41 @@ class RemoteStorage:
 
     async def _read(self, key: str) -> Entry | None:
         stored: Entry | None = await self.call("get", key, lambda: self.backend.get(key))
+        return await self._current(key, stored)
+
+    async def _current(self, key: str, stored: Entry | None) -> Entry | None:
+        """`stored`, deserialized, unless one of its tags was invalidated after it was written."""
+        if stored is not None and not stored.negative and self.serializer is not None:
+            carried = untagged(stored.value)
+            if carried is not None:
+                data, tags, written_at = carried
+                if not await self._tags_allow(tags, written_at):
+                    return None
+                stored = _with_value(stored, data)
         return self.deserialize(key, stored)
+
+    async def _tags_allow(self, tags: Tags, written_at: float) -> bool:
+        """True if none of `tags` was invalidated at or after `written_at`."""
+        keys = [TAG_PREFIX + tag for tag in tags]
+        backend = self.backend
+        if isinstance(backend, BatchBackend):
+            found = await self.call("get_many", keys[0], lambda: backend.get_many(keys))
+        else:
+            found = await self.call(
+                "get", keys[0], lambda: asyncio.gather(*(backend.get(key) for key in keys))
+            )
+        if found is None:
+            return False  # the check failed: a miss is safer than a value that may be invalid
+        for entry in found:
+            if entry is None:
+                continue
+            try:
+                invalidated_at = float(entry.value)
+            except (TypeError, ValueError):
+                return False
+            if invalidated_at >= written_at:
+                return False
+        return True
 
     async def read_many(
         self, keys: Sequence[str], reads: Flights[str, Entry | None]
@@ -214,7 +266,11 @@ class RemoteStorage:
         stored = await self.call("get_many", keys[0], lambda: backend.get_many(list(keys)))
         if stored is None:
             return [None] * len(keys)
-        return [self.deserialize(key, entry) for key, entry in zip(keys, stored, strict=True)]
+        return list(
+            await asyncio.gather(
+                *(self._current(key, entry) for key, entry in zip(keys, stored, strict=True))
+            )
+        )
 
     def _skipped(self, key: str) -> bool:
         until = self.timed_out.get(key)
@@ -240,7 +296,7 @@ class RemoteStorage:
 
     # -- writes
 
-    def serialize(self, key: str, entry: Entry) -> Entry:
+    def serialize(self, key: str, entry: Entry, tags: Tags = ()) -> Entry:
         """`entry` with its value as bytes, checked against the backend's item limit.
 
         Raises:
@@ -250,6 +306,8 @@ class RemoteStorage:
         if serializer is None:
             return entry
         data = b"" if entry.negative else serializer.dumps(entry.value)
+        if tags and not entry.negative:
+            data = tagged(data, tags, self.clock())
         limit = self.backend.max_item_bytes
         if limit is not None and len(data) > limit:
             raise SerializationError(
@@ -258,15 +316,15 @@ class RemoteStorage:
             )
         return _with_value(entry, data)
 
-    async def write(self, key: str, entry: Entry) -> None:
+    async def write(self, key: str, entry: Entry, tags: Tags = ()) -> None:
         """Store `entry` (a `set`): an unstorable value raises before anything is sent."""
-        stored = self.serialize(key, entry)
+        stored = self.serialize(key, entry, tags)
         await self.call("set", key, lambda: self.backend.set(key, stored))
 
-    async def store(self, key: str, entry: Entry) -> None:
+    async def store(self, key: str, entry: Entry, tags: Tags = ()) -> None:
         """Store a loaded entry: an unstorable value is counted and logged, not raised."""
         try:
-            stored = self.serialize(key, entry)
+            stored = self.serialize(key, entry, tags)
         except SerializationError as exc:
             self.counters.uncached += 1
             logger.warning("polycache: not caching %r: %s", key, exc)
@@ -275,9 +333,12 @@ class RemoteStorage:
             return
         await self.call("set", key, lambda: self.backend.set(key, stored))
 
-    async def write_many(self, entries: Mapping[str, Entry]) -> None:
+    async def write_many(self, entries: Mapping[str, Entry], tags: Tags = ()) -> None:
         """Store several entries (a `set_many`): every value is serialized before any is sent."""
-        stored = {key: self.serialize(key, entry) for key, entry in entries.items()}
+        stored = {key: self.serialize(key, entry, tags) for key, entry in entries.items()}
+        await self._set_many(stored)
+
+    async def _set_many(self, stored: Mapping[str, Entry]) -> None:
         if not stored:
             return
         backend = self.backend
@@ -290,6 +351,13 @@ class RemoteStorage:
                 first,
                 lambda: asyncio.gather(*(backend.set(key, entry) for key, entry in stored.items())),
             )
+
+    async def invalidate_tags(self, tags: Tags) -> None:
+        """Write each tag's invalidation time: one small entry per tag, nothing scanned."""
+        now = self.clock()
+        until = now + TAG_LIFETIME
+        marker = repr(now).encode()
+        await self._set_many({TAG_PREFIX + tag: Entry(marker, until, until, until) for tag in tags})
 
     async def delete(self, key: str) -> None:
         """Forget `key`."""

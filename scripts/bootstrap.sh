@@ -30,3 +30,12 @@ if ! command -v cargo >/dev/null 2>&1; then
         echo "warning: cargo is not on PATH; the Lambda API tests need it (apt-get install cargo)" >&2
     fi
 fi
+
+# The Redis backend's tests start real redis-server processes (standalone, TLS, ACL, cluster).
+if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+    else
+        echo "warning: redis-server is not on PATH; the Redis tests need it (apt-get install redis-server)" >&2
+    fi
+fi

@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.stand_ins.extension_fixtures",
     "tests.stand_ins.momento_fixtures",
     "tests.stand_ins.lambda_api_fixtures",
+    "tests.stand_ins.redis_fixtures",
 ]
 
 

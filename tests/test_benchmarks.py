@@ -62,6 +62,17 @@ EXPECTED = {
         "goal: 1 loader call per round:",
     ],
     "bench_momento": ["## get", "## set", "## near-cache hit", "raw CacheClientAsync"],
+    "bench_redis": [
+        "## get of one value",
+        "## get_many of 100 keys",
+        "## near-cache hit",
+        "## cluster get_many",
+        "## import cost and first call",
+        "raw redis.asyncio GET + json.loads",
+        "polycache Cache.get",
+        "raw per-slot MGETs, concurrently",
+        "first Cache.get (connects)",
+    ],
 }
 
 

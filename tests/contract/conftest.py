@@ -9,7 +9,7 @@ from polycache.backends.memory import MemoryBackend
 
 # Each name needs a `{name}_backend` fixture yielding a fresh, empty backend (memory's is below;
 # the others live in tests/stand_ins/*_fixtures.py beside their servers).
-BACKENDS = ["memory", "extension", "momento", "near_momento"]
+BACKENDS = ["memory", "extension", "momento", "near_momento", "redis", "redis_cluster"]
 
 
 @pytest.fixture

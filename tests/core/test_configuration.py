@@ -57,7 +57,7 @@ def test_cache_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
         ("POLYCACHE_NEGATIVE_TTL", "nan", "POLYCACHE_NEGATIVE_TTL='nan'"),
         ("POLYCACHE_BACKEND_TIMEOUT", "0", "POLYCACHE_BACKEND_TIMEOUT='0': expected a positive"),
         ("POLYCACHE_DISABLED", "maybe", "POLYCACHE_DISABLED='maybe': expected '1' or '0'"),
-        ("POLYCACHE_BACKEND", "redis://x", "unknown backend scheme 'redis'"),
+        ("POLYCACHE_BACKEND", "memcached://x", "unknown backend scheme 'memcached'"),
         ("POLYCACHE_BACKEND", "memory", "has no scheme"),
         ("POLYCACHE_BACKEND", "memory://?max_entries=0", "max_entries='0'"),
         ("POLYCACHE_BACKEND", "memory://?max_entry=5", "unknown option 'max_entry'"),
