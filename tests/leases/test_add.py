@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from polycache import BackendError, ConfigurationError, Entry, LeaseBackend
+from polycache import BackendError, Cache, ConfigurationError, Entry, LeaseBackend
 from polycache.backends.extension import ExtensionBackend
 from polycache.backends.momento import MomentoBackend
 from polycache.backends.near import NearCacheBackend
@@ -249,6 +249,30 @@ async def test_near_cache_add_drops_the_local_copy(
     assert momento.count("SetIfNotExists") == 1
 
 
+async def test_a_cache_over_a_near_cache_takes_its_leases_in_the_remote(
+    momento: MomentoStandIn,
+) -> None:
+    near = NearCacheBackend(MomentoBackend.from_url(momento.url(TEST_CACHE)), local_ttl=30)
+    async with Cache(near, lease_wait=2) as cache:
+        assert await cache.get_or_load("k", _loaded) == "loaded"
+    calls = momento.calls()
+    assert calls["SetIfNotExists"] == 1
+    assert calls["Delete"] == 1  # the lease, given back
+    assert not [name for name in momento.items(TEST_CACHE) if "__polycache_lease__" in name]
+
+
+async def test_a_cache_over_a_near_cache_of_a_plain_remote_loads_without_leases() -> None:
+    remote = _BytesOnly()
+    async with Cache(NearCacheBackend(remote), lease_wait=2) as cache:
+        assert await cache.get_or_load("k", _loaded) == "loaded"
+    assert list(remote.entries) == ["k"]
+    assert remote.deleted == []
+
+
+async def _loaded() -> str:
+    return "loaded"
+
+
 class _BytesOnly:
     """A remote backend without leases (no `add`)."""
 
@@ -257,6 +281,7 @@ class _BytesOnly:
 
     def __init__(self) -> None:
         self.entries: dict[str, Entry] = {}
+        self.deleted: list[str] = []
 
     async def get(self, key: str) -> Entry | None:
         return self.entries.get(key)
@@ -265,6 +290,7 @@ class _BytesOnly:
         self.entries[key] = entry
 
     async def delete(self, key: str) -> None:
+        self.deleted.append(key)
         self.entries.pop(key, None)
 
     async def aclose(self) -> None:
