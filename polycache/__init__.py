@@ -11,6 +11,8 @@ The public API is what `__all__` lists. Backends live in `polycache.backends`, l
 `polycache.loaders`; neither is imported until used, so `import polycache` stays cheap.
 """
 
+from typing import TYPE_CHECKING
+
 from polycache._cache import Cache, Stats
 from polycache._config import Settings
 from polycache._contracts import (
@@ -25,6 +27,7 @@ from polycache._contracts import (
     Loaded,
     LoaderFunction,
 )
+from polycache._emf import EmfMetrics
 from polycache._errors import (
     BackendError,
     BackendTimeout,
@@ -34,11 +37,13 @@ from polycache._errors import (
     SerializationError,
     SourceNotFound,
 )
-from polycache._inject import inject
-from polycache._lambda import lambda_handler
 from polycache._observe import BaseObserver, Observer
 from polycache._registry import register_backend
 from polycache._serializers import JsonSerializer, PickleSerializer, Serializer
+
+if TYPE_CHECKING:
+    from polycache._inject import inject
+    from polycache._lambda import lambda_handler
 
 __version__ = "0.1.0"
 
@@ -54,6 +59,7 @@ __all__ = [
     "ClearableBackend",
     "ConditionalLoader",
     "ConfigurationError",
+    "EmfMetrics",
     "Entry",
     "JsonSerializer",
     "LeaseBackend",
@@ -72,3 +78,20 @@ __all__ = [
     "lambda_handler",
     "register_backend",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Imported on first use: a process that never asks for them does not pay for their import.
+    value: object
+    if name == "inject":
+        from polycache._inject import inject as value
+    elif name == "lambda_handler":
+        from polycache._lambda import lambda_handler as value
+    else:
+        raise AttributeError(f"module 'polycache' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -32,7 +32,7 @@ from polycache._routing import LoaderTable, Route, zero_argument_route
 from polycache._serializers import Serializer, serializer_from
 from polycache._stats import Counters, Stats
 from polycache._storage import MemoryStorage, RemoteStorage, storage_for
-from polycache._tags import TagsOption, check_tags
+from polycache._tags import TagsOption, check_tags, is_tagged
 from polycache.backends.memory import NEGATIVE, Record
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ __all__ = ["Cache", "Stats"]
 logger = logging.getLogger("polycache")
 
 _running_loop: Final = asyncio.get_running_loop
+
+_UNREADABLE: Final = object()
 
 LoaderT = TypeVar("LoaderT", bound=LoaderFunction)
 
@@ -225,11 +227,22 @@ class Cache:
             raise ConfigurationError(f"observers must be a list of Observer, got {observers!r}")
         for observer in observers:
             self.add_observer(observer)
+        self._snapstart_opt_in(environ)
         # Loop-bound state, replaced when the running loop changes (asyncio.run per invocation).
         self._state = LoopState(None)
         # The hit paths read the memory backend's dict directly (None when disabled: every get
         # then takes the slow path, which misses and loads).
         memory = self._storage if isinstance(self._storage, MemoryStorage) else None
+        # A near-cache in front of a remote backend is answered inline too (None when disabled).
+        self._near = (
+            self._storage.near
+            if isinstance(self._storage, RemoteStorage) and not self._disabled
+            else None
+        )
+        # key -> (the near-cache's held entry, its decoded value): each held entry is decoded
+        # once, however often it is read.
+        self._decoded: dict[str, tuple[Entry, Any]] = {}
+        self._decoded_limit = 2 * (self._near.local_max_entries if self._near else 0) + 16
         self._records: dict[str, Record] | None = (
             None if memory is None or self._disabled else memory.records
         )
@@ -447,6 +460,24 @@ class Cache:
                 self._looked_up(key, "miss")
                 entry = await flight.wait()
                 return default if entry is None or entry.negative else entry.value
+        elif max_age is None and self._near is not None:
+            # A near-cache hit: no await, and the value decoded once per held entry.
+            try:
+                held = self._near.peek(key)
+            except TypeError:
+                raise _key_error(key) from None  # unhashable, so not a str
+            if held is not None:
+                decoded = self._decoded.get(key)
+                if decoded is not None and decoded[0] is held:
+                    self._hits += 1
+                    return decoded[1]
+                if held.negative:
+                    self._hits += 1
+                    return default
+                value = self._decode_held(key, held)
+                if value is not _UNREADABLE:
+                    self._hits += 1
+                    return value
         key = _check_key(key)
         route = self._loaders.route(key)
         if route is not None and (ttl is not None or stale_ttl is not None):
@@ -579,8 +610,7 @@ class Cache:
         key = _check_key(key)
         self._supersede(key)
         await self._storage.delete(key)
-        if self._observers is not None:
-            self._observers.invalidation((key,), "delete")
+        self._invalidated((key,), "delete")
 
     async def set_many(
         self,
@@ -620,8 +650,7 @@ class Cache:
         for key in unique:
             self._supersede(key)
         await self._storage.delete_many(unique)
-        if self._observers is not None:
-            self._observers.invalidation(unique, "delete")
+        self._invalidated(unique, "delete")
 
     async def invalidate_tags(self, *tags: str) -> None:
         """Make every entry stored with one of `tags` a miss, in every process.
@@ -638,8 +667,7 @@ class Cache:
         for flight in self._state.loads.values():
             flight.superseded = True
         await self._storage.invalidate_tags(names)
-        if self._observers is not None:
-            self._observers.invalidation(names, "tags")
+        self._invalidated(names, "tags")
 
     async def exists(self, key: str) -> bool:
         """True if a value is cached under `key`, fresh or stale; never loads, counts nothing.
@@ -677,8 +705,7 @@ class Cache:
         for flight in self._state.loads.values():
             flight.superseded = True
         await self._storage.clear()
-        if self._observers is not None:
-            self._observers.invalidation(("*",), "clear")
+        self._invalidated(("*",), "clear")
 
     async def refresh(
         self,
@@ -897,16 +924,39 @@ class Cache:
 
     # -- the miss path ------------------------------------------------------------------------
 
+    def _decode_held(self, key: str, held: Entry) -> Any:
+        # The value of a near-cache's entry, remembered against it; `_UNREADABLE` if it has tags
+        # to check or cannot be read (then the slow path decides).
+        storage = self._storage
+        if not isinstance(storage, RemoteStorage) or is_tagged(held.value):
+            return _UNREADABLE
+        entry = storage.deserialize(key, held)
+        if entry is None:
+            return _UNREADABLE
+        decoded = self._decoded
+        if len(decoded) >= self._decoded_limit:
+            decoded.clear()
+        decoded[key] = (held, entry.value)
+        return entry.value
+
     def _looked_up(self, key: str, outcome: LookupOutcome) -> None:
         counters = self._counters
         if outcome == "miss":
             counters.misses += 1
+            logger.debug("polycache: miss %r", key)
         else:
             counters.stale_hits += 1
+            logger.debug("polycache: serving %r stale", key)
         observers = self._observers
         if observers is not None:
             self.report()
             observers.lookup(key, outcome)
+
+    def _invalidated(self, keys: Sequence[str], reason: str) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("polycache: invalidated %s (%s)", ", ".join(map(repr, keys)), reason)
+        if self._observers is not None:
+            self._observers.invalidation(keys, reason)
 
     def _supersede(self, key: str) -> None:
         flight = self._state.loads.get(key)
@@ -954,7 +1004,9 @@ class Cache:
                 return entry
             if now < entry.stale_until and not entry.negative:
                 self._looked_up(key, "stale")
-                if route is not None and key not in state.loads:
+                running = state.loads.get(key)
+                if route is not None and (running is None or running.superseded):
+                    logger.debug("polycache: refreshing %r in the background", key)
                     self._loading.start(state, key, route, entry, force=False)
                 return entry
         self._looked_up(key, "miss")
@@ -1013,3 +1065,54 @@ class Cache:
         from polycache._sync import SyncCache
 
         return SyncCache(self)
+
+    # -- SnapStart: called by polycache.snapstart's hooks -----------------------------------
+    # Kept together at the end of the class, apart from the pipeline above.
+
+    def _snapstart_opt_in(self, environ: Mapping[str, str]) -> None:
+        """Register SnapStart hooks if this cache is built during a SnapStart INIT.
+
+        Meant to be called at the end of `__init__` with the environment the cache was built
+        with; it costs one lookup when the function is not a SnapStart one.
+        """
+        if environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start":
+            from polycache.snapstart import register_from_environment
+
+            register_from_environment(self, environ)
+
+    def _restored(self, reload: Callable[[str], bool], stale_for: float) -> None:
+        """Mark every in-process entry stale after a restore from a snapshot.
+
+        Each entry is served at once and refreshed in the background (for at least `stale_for`
+        seconds from now, even if it expired while the snapshot was stored). A key for which
+        `reload` is true, and any remembered "not found", is dropped: it loads before use.
+        A remote backend's entries are shared and left alone; a near-cache's local layer is
+        emptied.
+        """
+        for flight in self._state.loads.values():
+            # A load from before the snapshot used the old credentials: it stores nothing.
+            flight.superseded = True
+        storage = self._storage
+        if isinstance(storage, RemoteStorage):
+            if storage.near is not None:
+                storage.near.clear_local()
+            return
+        now = self._clock()
+        until = now + stale_for
+        records = storage.records
+        renewed: dict[str, tuple[Record, Record]] = {}
+        for key, record in list(records.items()):
+            if record[0] is NEGATIVE or reload(key):
+                del records[key]
+            else:
+                stale = (record[0], now, max(record[2], until), max(record[3], until), *record[4:])
+                # Reassigning an existing key keeps its place in the LRU order.
+                records[key] = stale
+                renewed[key] = (record, stale)
+        # The tag index (tag -> {key: record}) knows a record by identity: point it at the new
+        # ones, or invalidating a tag would leave them.
+        for tagged in storage.tag_index.values():
+            for key, record in tagged.items():
+                pair = renewed.get(key)
+                if pair is not None and pair[0] is record:
+                    tagged[key] = pair[1]

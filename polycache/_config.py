@@ -9,9 +9,9 @@ import math
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 
+from polycache._contracts import Frozen, set_field
 from polycache._errors import ConfigurationError
 
 __all__ = ["DEFAULTS", "UNSET", "Settings", "Unset", "duration", "fraction", "resolve_settings"]
@@ -35,9 +35,33 @@ ENVIRONMENT_NAMES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+class Settings(Frozen):
     """The resolved, validated configuration of one `Cache`."""
+
+    __slots__ = (
+        "backend",
+        "backend_timeout",
+        "disabled",
+        "lease_wait",
+        "load_timeout",
+        "negative_ttl",
+        "stale_if_error",
+        "stale_ttl",
+        "ttl",
+        "ttl_jitter",
+    )
+    __match_args__ = (
+        "backend",
+        "ttl",
+        "stale_ttl",
+        "stale_if_error",
+        "negative_ttl",
+        "backend_timeout",
+        "load_timeout",
+        "ttl_jitter",
+        "lease_wait",
+        "disabled",
+    )
 
     backend: str
     ttl: float
@@ -49,6 +73,30 @@ class Settings:
     ttl_jitter: float
     lease_wait: float
     disabled: bool
+
+    def __init__(
+        self,
+        backend: str,
+        ttl: float,
+        stale_ttl: float,
+        stale_if_error: float,
+        negative_ttl: float,
+        backend_timeout: float,
+        load_timeout: float | None,
+        ttl_jitter: float,
+        lease_wait: float,
+        disabled: bool,
+    ) -> None:
+        set_field(self, "backend", backend)
+        set_field(self, "ttl", ttl)
+        set_field(self, "stale_ttl", stale_ttl)
+        set_field(self, "stale_if_error", stale_if_error)
+        set_field(self, "negative_ttl", negative_ttl)
+        set_field(self, "backend_timeout", backend_timeout)
+        set_field(self, "load_timeout", load_timeout)
+        set_field(self, "ttl_jitter", ttl_jitter)
+        set_field(self, "lease_wait", lease_wait)
+        set_field(self, "disabled", disabled)
 
 
 DEFAULTS = Settings(

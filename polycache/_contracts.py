@@ -2,13 +2,19 @@
 
 A backend stores `Entry` objects under string keys. The `Cache` owns every policy decision
 (freshness, staleness, single-flight, serialization); a backend only stores, returns and forgets.
+
+The records here and elsewhere (`Entry`, `Loaded`, `Settings`, `Stats`) subclass `Frozen`
+rather than being dataclasses: `import dataclasses` costs about a millisecond and each
+`@dataclass` class about half of one more, on every cold start. A `Frozen` record behaves as a
+`@dataclass(frozen=True, slots=True)` class with the same fields does: same constructor, `repr`,
+equality, hash, pattern matching, copying and pickling, and `dataclasses.FrozenInstanceError`
+on assignment.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 __all__ = [
     "Backend",
@@ -18,13 +24,57 @@ __all__ = [
     "ClearableBackend",
     "ConditionalLoader",
     "Entry",
+    "Frozen",
     "Loaded",
     "LoaderFunction",
+    "set_field",
 ]
 
+set_field = object.__setattr__
+"""Sets a field in a record's `__init__` (the record's own `__setattr__` refuses)."""
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+
+class Frozen:
+    """An immutable record whose fields are its `__match_args__`, in constructor order.
+
+    A subclass declares `__slots__` and `__match_args__` (its fields), and an `__init__` taking
+    them in that order that sets each with `set_field`. Two records are equal when they are of
+    one class and their fields are equal; the hash is the fields' hash.
+    """
+
+    __slots__ = ()
+    __match_args__: ClassVar[tuple[str, ...]] = ()
+
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple([getattr(self, name) for name in self.__match_args__])
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__match_args__)
+        return f"{type(self).__qualname__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        from dataclasses import FrozenInstanceError  # only on this error path
+
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        from dataclasses import FrozenInstanceError
+
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __reduce__(self) -> tuple[type[Any], tuple[Any, ...]]:
+        return (type(self), self._fields())
+
+
+class Entry(Frozen):
     """One cached value with its freshness, as wall-clock (epoch) seconds.
 
     Times are absolute so that an entry written by one process keeps its meaning in another
@@ -39,12 +89,31 @@ class Entry:
         negative: The entry remembers that the source has no such name.
     """
 
+    __slots__ = ("expires_at", "fresh_until", "negative", "stale_until", "validator", "value")
+    __match_args__ = ("value", "fresh_until", "stale_until", "expires_at", "validator", "negative")
+
     value: Any
     fresh_until: float
     stale_until: float
     expires_at: float
-    validator: str | None = None
-    negative: bool = False
+    validator: str | None
+    negative: bool
+
+    def __init__(
+        self,
+        value: Any,
+        fresh_until: float,
+        stale_until: float,
+        expires_at: float,
+        validator: str | None = None,
+        negative: bool = False,
+    ) -> None:
+        set_field(self, "value", value)
+        set_field(self, "fresh_until", fresh_until)
+        set_field(self, "stale_until", stale_until)
+        set_field(self, "expires_at", expires_at)
+        set_field(self, "validator", validator)
+        set_field(self, "negative", negative)
 
 
 @runtime_checkable
@@ -139,8 +208,7 @@ LoaderFunction = Callable[[str], Awaitable[Any]]
 """A loader: called with the name after the key's scheme, returns the value."""
 
 
-@dataclass(frozen=True, slots=True)
-class Loaded:
+class Loaded(Frozen):
     """What a conditional loader returns.
 
     Attributes:
@@ -149,9 +217,17 @@ class Loaded:
         modified: False when the source says the cached value is still current.
     """
 
+    __slots__ = ("modified", "validator", "value")
+    __match_args__ = ("value", "validator", "modified")
+
     value: Any
-    validator: str | None = None
-    modified: bool = True
+    validator: str | None
+    modified: bool
+
+    def __init__(self, value: Any, validator: str | None = None, modified: bool = True) -> None:
+        set_field(self, "value", value)
+        set_field(self, "validator", validator)
+        set_field(self, "modified", modified)
 
 
 @runtime_checkable

@@ -44,18 +44,35 @@ class Flight(Generic[T]):
             stored, and nobody new should join it.
     """
 
-    __slots__ = ("future", "superseded", "waiters")
+    __slots__ = ("_future", "superseded", "waiters")
 
-    def __init__(self, future: asyncio.Future[T]) -> None:
-        self.future = future
+    def __init__(self, future: asyncio.Future[T] | None = None) -> None:
+        # Without a future given, one is made when the first waiter comes: work that nobody
+        # joins (most reads) pays for no future and no callback.
+        self._future: asyncio.Future[T] | None = None
         self.waiters: list[asyncio.Future[T]] = []
         self.superseded = False
+        if future is not None:
+            self._adopt(future)
+
+    def _adopt(self, future: asyncio.Future[T]) -> None:
+        self._future = future
         future.add_done_callback(self._finish)
+
+    @property
+    def future(self) -> asyncio.Future[T]:
+        """The shared outcome."""
+        future = self._future
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._adopt(future)
+        return future
 
     def wait(self) -> asyncio.Future[T]:
         """A future with the shared outcome, for one waiter to await (and maybe cancel)."""
-        waiter: asyncio.Future[T] = self.future.get_loop().create_future()
-        if self.future.done():
+        future = self.future
+        waiter: asyncio.Future[T] = future.get_loop().create_future()
+        if future.done():
             self._settle(waiter)
         else:
             self.waiters.append(waiter)
@@ -63,20 +80,27 @@ class Flight(Generic[T]):
 
     def publish(self, result: T) -> None:
         """Hand `result` to every waiter now; the work may go on (storing it, say)."""
-        if not self.future.done():
-            self.future.set_result(result)
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(result)
 
     def published(self) -> T | None:
         """The result handed to the waiters, if the work has succeeded already; else None."""
-        future = self.future
-        if future.done() and not future.cancelled() and future.exception() is None:
+        future = self._future
+        if (
+            future is not None
+            and future.done()
+            and not future.cancelled()
+            and future.exception() is None
+        ):
             return future.result()
         return None
 
     def fail(self, exception: BaseException) -> None:
         """Hand `exception` to every waiter now."""
-        if not self.future.done():
-            self.future.set_exception(exception)
+        future = self._future
+        if future is not None and not future.done():
+            future.set_exception(exception)
 
     def _settle(self, waiter: asyncio.Future[T]) -> None:
         if waiter.done():
@@ -114,7 +138,9 @@ class Flights(dict[K, Flight[T]]):
 
         A flight it replaces is marked superseded: the newer work's result wins.
         """
-        flight: Flight[T] = Flight(asyncio.get_running_loop().create_future())
+        return self._register(key, Flight(asyncio.get_running_loop().create_future()))
+
+    def _register(self, key: K, flight: Flight[T]) -> Flight[T]:
         replaced = self.get(key)
         if replaced is not None:
             replaced.superseded = True
@@ -169,12 +195,12 @@ class Flights(dict[K, Flight[T]]):
         No task is created: the first caller does the work itself, and the callers arriving
         meanwhile wait for it. If that caller is cancelled, one of them does the work again.
         """
-        while (flight := self.get(key)) is not None:
+        while (running := self.get(key)) is not None:
             try:
-                return await flight.wait()
+                return await running.wait()
             except _Abandoned:
                 continue
-        flight = self.open(key)
+        flight: Flight[T] = self._register(key, Flight())
         try:
             result = await work()
         except BaseException as exc:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from polycache._emf import EmfMetrics
 from polycache._errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ def lambda_handler(
     cache: Cache | None = None,
     prefetch: Iterable[str] = (),
     prefetch_jitter: float = 0.0,
+    metrics: bool | EmfMetrics = False,
 ) -> Callable[[Callable[P, Coroutine[Any, Any, Result]]], Callable[P, Result]]: ...
 
 
@@ -128,6 +130,7 @@ def lambda_handler(
     cache: Cache | None = None,
     prefetch: Iterable[str] = (),
     prefetch_jitter: float = 0.0,
+    metrics: bool | EmfMetrics = False,
 ) -> Any:
     """Turn `async def handler(event, context)` into the sync function Lambda calls.
 
@@ -151,6 +154,9 @@ def lambda_handler(
         prefetch: Keys to load at init, batched per source.
         prefetch_jitter: Up to this many seconds of random delay before the prefetch, so that
             a fleet of environments started together does not call the source at once.
+        metrics: Write the cache's metrics to stdout in CloudWatch's embedded metric format
+            after each invocation in which it did anything: `True` for the defaults, or a
+            `polycache.EmfMetrics` for another namespace, dimensions or interval. Needs `cache`.
 
     Example:
         ```python
@@ -162,11 +168,13 @@ def lambda_handler(
         ```
 
     Raises:
-        ConfigurationError: `handler` is not an `async def` function, or `prefetch` is given
-            without a `cache`. Calling the wrapped handler from inside a running event loop, or
-            from a second thread while it runs, raises `ConfigurationError` too.
+        ConfigurationError: `handler` is not an `async def` function, `prefetch` or `metrics`
+            is given without a `cache`, or `metrics` is neither a bool nor an `EmfMetrics`.
+            Calling the wrapped handler from inside a running event loop, or from a second
+            thread while it runs, raises `ConfigurationError` too.
     """
     keys = _prefetch_keys(cache, prefetch)
+    emf = _metrics(cache, metrics)
 
     def decorate(handler: Callable[P, Coroutine[Any, Any, Result]]) -> Callable[P, Result]:
         if not inspect.iscoroutinefunction(handler):
@@ -184,12 +192,29 @@ def lambda_handler(
             finally:
                 if cache is not None:
                     cache.report()
+                    if emf is not None:
+                        emf.invocation_ended()
 
         return run
 
     if handler is not None:
         return decorate(handler)
     return decorate
+
+
+def _metrics(cache: Cache | None, metrics: bool | EmfMetrics) -> EmfMetrics | None:
+    if metrics is False:
+        return None
+    if metrics is True:
+        metrics = EmfMetrics()
+    elif not isinstance(metrics, EmfMetrics):
+        raise ConfigurationError(
+            f"lambda_handler's metrics takes True or a polycache.EmfMetrics, got {metrics!r}"
+        )
+    if cache is None:
+        raise ConfigurationError("lambda_handler(metrics=...) needs the cache to report: cache=")
+    cache.add_observer(metrics)
+    return metrics
 
 
 def _prefetch_keys(cache: Cache | None, prefetch: Iterable[str]) -> list[str]:

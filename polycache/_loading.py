@@ -217,8 +217,10 @@ class Loading:
         return entry
 
     def _report(self, key: str, started: float, outcome: LoadOutcome) -> None:
+        seconds = time.perf_counter() - started
+        logger.debug("polycache: loaded %r in %.1f ms: %s", key, seconds * 1000, outcome)
         if self.observers is not None:
-            self.observers.load(key, time.perf_counter() - started, outcome)
+            self.observers.load(key, seconds, outcome)
 
     def stale_or_raise(
         self,

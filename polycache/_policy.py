@@ -7,7 +7,6 @@ source's "not found", and a conditional reload that found nothing new.
 from __future__ import annotations
 
 import math
-import random
 from typing import Any
 
 from polycache._config import Duration, duration, fraction
@@ -123,6 +122,8 @@ class Policy:
         """
         ttl = self.ttl
         if self.ttl_jitter:
+            import random  # only with jitter or early refresh: it costs 1 ms to import
+
             ttl -= ttl * self.ttl_jitter * random.random()  # noqa: S311 - spreading, not secrecy
         fresh_until = now + ttl
         stale_until = fresh_until + self.stale_ttl if self.stale_ttl else fresh_until
@@ -137,6 +138,8 @@ class Policy:
             # background refresh runs) at a random moment before it expires, sooner for loads
             # that take longer. At least one load time early, so that a refresh started then
             # is done before the true expiry: until then, nobody waits.
+            import random
+
             early = load_seconds * (1.0 - math.log(1.0 - random.random()))  # noqa: S311
             fresh_until = max(now, fresh_until - early)
         return Entry(value, fresh_until, stale_until, expires_at, validator)

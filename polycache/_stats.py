@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from polycache._contracts import Frozen, set_field
 
 __all__ = ["Counters", "Stats"]
 
 
-@dataclass(frozen=True, slots=True)
-class Stats:
+class Stats(Frozen):
     """Counters since the cache was created (a snapshot; read `cache.stats` again to update).
 
     Attributes:
@@ -27,17 +26,70 @@ class Stats:
         uncached: Loaded values returned to the caller but too large or not serializable to store.
     """
 
-    hits: int = 0
-    misses: int = 0
-    stale_hits: int = 0
-    loads: int = 0
-    load_errors: int = 0
-    load_timeouts: int = 0
-    lease_waits: int = 0
-    backend_errors: int = 0
-    backend_skipped: int = 0
-    uncached: int = 0
-    breaker: str = "closed"
+    __slots__ = (
+        "backend_errors",
+        "backend_skipped",
+        "breaker",
+        "hits",
+        "lease_waits",
+        "load_errors",
+        "load_timeouts",
+        "loads",
+        "misses",
+        "stale_hits",
+        "uncached",
+    )
+    __match_args__ = (
+        "hits",
+        "misses",
+        "stale_hits",
+        "loads",
+        "load_errors",
+        "load_timeouts",
+        "lease_waits",
+        "backend_errors",
+        "backend_skipped",
+        "uncached",
+        "breaker",
+    )
+
+    hits: int
+    misses: int
+    stale_hits: int
+    loads: int
+    load_errors: int
+    load_timeouts: int
+    lease_waits: int
+    backend_errors: int
+    backend_skipped: int
+    uncached: int
+    breaker: str
+
+    def __init__(
+        self,
+        hits: int = 0,
+        misses: int = 0,
+        stale_hits: int = 0,
+        loads: int = 0,
+        load_errors: int = 0,
+        load_timeouts: int = 0,
+        lease_waits: int = 0,
+        backend_errors: int = 0,
+        backend_skipped: int = 0,
+        uncached: int = 0,
+        breaker: str = "closed",
+    ) -> None:
+        set_field(self, "hits", hits)
+        set_field(self, "misses", misses)
+        set_field(self, "stale_hits", stale_hits)
+        set_field(self, "loads", loads)
+        set_field(self, "load_errors", load_errors)
+        set_field(self, "load_timeouts", load_timeouts)
+        set_field(self, "lease_waits", lease_waits)
+        set_field(self, "backend_errors", backend_errors)
+        set_field(self, "backend_skipped", backend_skipped)
+        set_field(self, "uncached", uncached)
+        set_field(self, "breaker", breaker)
 
 
 class Counters:

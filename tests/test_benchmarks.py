@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {
     "bench_core": [
         "## hit get",
+        "## hit get with observers",
+        "one no-op observer",
+        "OpenTelemetry adapter",
         "## hit get_or_load",
         "## set",
         "## stampede",
@@ -76,10 +80,16 @@ EXPECTED = {
 }
 
 
+# modules that can write their figures as data (--json), which scripts/charts.py draws
+WRITES_JSON = {"bench_core"}
+
+
 @pytest.mark.parametrize("module", sorted(EXPECTED))
-def test_benchmark_quick_run(module: str) -> None:
+def test_benchmark_quick_run(module: str, tmp_path: Path) -> None:
+    data = tmp_path / f"{module}.json"
+    json_option = ["--json", str(data)] if module in WRITES_JSON else []
     result = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{module}", "--quick"],
+        [sys.executable, "-m", f"benchmarks.{module}", "--quick", *json_option],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -89,3 +99,17 @@ def test_benchmark_quick_run(module: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     missing = [text for text in EXPECTED[module] if text not in result.stdout]
     assert not missing, f"{module} output lacks {missing}:\n{result.stdout[-3000:]}"
+    if module in WRITES_JSON:
+        figures = json.loads(data.read_text())["figures"]
+        assert [figure["id"] for figure in figures if figure["id"] == "hit-get-observers"]
+        for figure in figures:
+            assert figure["rows"] and figure["baseline"] in (None, *figure["rows"])
+        charts = subprocess.run(
+            [sys.executable, "scripts/charts.py", "--data", str(tmp_path), "--out", str(tmp_path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert charts.returncode == 0, charts.stderr
+        assert len(list(tmp_path.glob(f"{module}-*.svg"))) == len(figures)
