@@ -143,7 +143,7 @@ def raw_aioboto3_invocation() -> Invocation:
 
     import polycache
 
-    session = aioboto3.Session()
+    session: Any = aioboto3.Session()  # typed only where types-aioboto3 is installed
     clients: dict[str, Any] = {}
 
     async def client(service: str) -> Any:

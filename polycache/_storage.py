@@ -46,6 +46,13 @@ LEASE_PREFIX: Final = "__polycache_lease__:"
 """Where a key's lease lives in a shared backend: keys starting with it are polycache's."""
 
 
+def lease_key(key: str) -> str:
+    """The key of `key`'s lease: a digest, so that any key's lease fits every backend's limit."""
+    import hashlib
+
+    return LEASE_PREFIX + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _with_value(entry: Entry, value: Any) -> Entry:
     # dataclasses.replace() looks the fields up on every call: several times slower.
     return Entry(
@@ -426,17 +433,19 @@ class RemoteStorage:
             True if this process holds it, False if another does, None if the backend could
             not say (failing open: load here).
         """
+        if self.timed_out and self._skipped(key):
+            return None  # its read just timed out: a lease would cost a second backend_timeout
         backend = self.backend
         assert isinstance(backend, LeaseBackend)
         token = f"{os.getpid()}".encode()
         held: bool | None = await self.call(
-            "add", key, lambda: backend.add(LEASE_PREFIX + key, token, seconds)
+            "add", key, lambda: backend.add(lease_key(key), token, seconds)
         )
         return held
 
     async def release_lease(self, key: str) -> None:
         """Give `key`'s lease back, so that the next miss anywhere may load at once."""
-        await self.call("delete", key, lambda: self.backend.delete(LEASE_PREFIX + key))
+        await self.call("delete", key, lambda: self.backend.delete(lease_key(key)))
 
     async def wait_for(self, key: str, seconds: float) -> Entry | None:
         """Poll the backend for a fresh entry under `key` for up to `seconds`; None if none."""
@@ -447,7 +456,8 @@ class RemoteStorage:
             if remaining <= 0:
                 return None
             await asyncio.sleep(min(pause, remaining))
-            pause = min(pause * 2, 0.2)
+            # Short pauses: a waiter sees the holder's value within 20 ms of its store.
+            pause = min(pause * 2, 0.02)
             entry = await self._read(key)
             if entry is not None and self.clock() < entry.fresh_until:
                 return entry

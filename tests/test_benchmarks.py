@@ -57,6 +57,14 @@ EXPECTED = {
         "aioboto3 -> moto",
         "## asyncio.run per invocation",
     ],
+    "bench_leases": [
+        "## 8 processes miss one hot key together (momento",
+        "## 8 processes miss one hot key together (extension",
+        "one load (1 process alone, median)",
+        "with leases",
+        "without leases",
+        "goal: 1 loader call per round:",
+    ],
     "bench_momento": ["## get", "## set", "## near-cache hit", "raw CacheClientAsync"],
     "bench_redis": [
         "## get of one value",

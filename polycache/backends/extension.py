@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Mapping
 from typing import Final, NamedTuple
 
@@ -24,6 +25,7 @@ from polycache._contracts import Entry
 from polycache._errors import BackendError, BackendTimeout, ConfigurationError
 from polycache._loop_bound import LoopBound
 from polycache._registry import parse_options, positive_int, seconds, split_url
+from polycache.backends._lease import lease_arguments
 
 __all__ = ["DEFAULT_MAX_ITEM_BYTES", "DEFAULT_PORT", "DEFAULT_TIMEOUT", "ExtensionBackend"]
 
@@ -304,6 +306,33 @@ class ExtensionBackend:
         response = await self._send("DELETE", key)
         if response.status != 404:
             self._check(response, "delete", key)
+
+    async def add(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store `value` under `key` for `ttl` seconds only if the extension holds nothing there.
+
+        A conditional PUT (`If-None-Match: *`): the extension answers 204 when it stored the
+        value, 412 when the key holds a live entry. `get` answers the bytes exactly as given;
+        `delete` forgets them.
+
+        Returns:
+            True if this call stored it, False if the key was already there.
+
+        Raises:
+            ConfigurationError: `value` is not bytes, or `ttl` is not a positive duration.
+            BackendError: The extension failed or could not be reached (a value over its
+                `max_item_bytes` is refused with 413).
+        """
+        seconds = lease_arguments(key, value, ttl)
+        headers = {
+            "Content-Type": wire.OPAQUE_TYPE,
+            "If-None-Match": "*",
+            wire.EXPIRES_AT: repr(time.time() + seconds),
+        }
+        response = await self._send("PUT", key, headers=headers, body=value)
+        if response.status == 412:
+            return False
+        self._check(response, "add", key)
+        return True
 
     async def clear(self) -> None:
         """Forget every key/value entry of the extension (its whole store is polycache's)."""

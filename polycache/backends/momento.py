@@ -23,6 +23,7 @@ from polycache._extras import require_extra
 from polycache._loop_bound import LoopBound
 from polycache._registry import boolean, parse_options, seconds, split_url
 from polycache.backends._envelope import pack, unpack
+from polycache.backends._lease import lease_arguments
 from polycache.backends._momento_credentials import (
     API_KEY_VARIABLE,
     ENDPOINT_VARIABLE,
@@ -104,6 +105,12 @@ class MomentoClient(Protocol):
         """Return a `CacheDelete` response."""
         ...
 
+    async def set_if_not_exists(
+        self, cache_name: str, key: str, value: bytes, ttl: timedelta | None
+    ) -> Any:
+        """Return a `CacheSetIfNotExists` response."""
+        ...
+
     async def create_cache(self, cache_name: str) -> Any:
         """Return a `CreateCache` response."""
         ...
@@ -118,16 +125,32 @@ ClientFactory = Callable[["Configuration", "CredentialProvider", timedelta], Mom
 class _Responses:
     """The SDK's response classes, looked up once when the first client is built."""
 
-    __slots__ = ("create_error", "delete_success", "get_hit", "get_miss", "set_success")
+    __slots__ = (
+        "add_not_stored",
+        "add_stored",
+        "create_error",
+        "delete_success",
+        "get_hit",
+        "get_miss",
+        "set_success",
+    )
 
     def __init__(self) -> None:
-        from momento.responses import CacheDelete, CacheGet, CacheSet, CreateCache
+        from momento.responses import (
+            CacheDelete,
+            CacheGet,
+            CacheSet,
+            CacheSetIfNotExists,
+            CreateCache,
+        )
 
         self.get_hit: type[Any] = CacheGet.Hit
         self.get_miss: type[Any] = CacheGet.Miss
         self.set_success: type[Any] = CacheSet.Success
         self.delete_success: type[Any] = CacheDelete.Success
         self.create_error: type[Any] = CreateCache.Error
+        self.add_stored: type[Any] = CacheSetIfNotExists.Stored
+        self.add_not_stored: type[Any] = CacheSetIfNotExists.NotStored
 
 
 def _fail(
@@ -512,6 +535,33 @@ class MomentoBackend:
         responses = self._responses
         if not isinstance(response, responses.delete_success):
             _fail("delete", self._cache_name, response.inner_exception)
+
+    async def add(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store `value` under `key` for `ttl` seconds (at most 24 h) only if `key` holds nothing.
+
+        One `SetIfNotExists` call: of all the processes adding the same key, one gets True.
+        The key is named in the namespace's current generation, as `get`, `set` and `delete`
+        name it, so `delete(key)` forgets it; the value is stored as given, not as an entry.
+
+        Returns:
+            True if this call stored it, False if the key was already there.
+
+        Raises:
+            ConfigurationError: `value` is not bytes, or `ttl` is not a positive duration.
+            BackendError: Momento failed (`BackendTimeout` if it timed out).
+        """
+        seconds = lease_arguments(key, value, ttl)
+        lifetime = timedelta(seconds=max(min(seconds, MAX_TTL), 0.001))
+        client = self._clients.current or await self._client()
+        response = await client.set_if_not_exists(
+            self._cache_name, self._item(key), value, lifetime
+        )
+        responses = self._responses
+        if isinstance(response, responses.add_stored):
+            return True
+        if isinstance(response, responses.add_not_stored):
+            return False
+        _fail("add", self._cache_name, response.inner_exception)
 
     async def get_many(self, keys: Sequence[str]) -> Sequence[Entry | None]:
         """Return the entries under `keys`, in order: concurrent reads, `BATCH_CONCURRENCY` at once.

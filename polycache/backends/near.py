@@ -14,7 +14,14 @@ from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Final
 
-from polycache._contracts import Backend, BatchBackend, ClearableBackend, Entry, PushBackend
+from polycache._contracts import (
+    Backend,
+    BatchBackend,
+    ClearableBackend,
+    Entry,
+    LeaseBackend,
+    PushBackend,
+)
 from polycache._errors import ConfigurationError
 from polycache.backends._invalidation import DISCONNECTED, InvalidationChannel
 
@@ -83,6 +90,13 @@ class NearCacheBackend:
         "local_ttl",
         "observers",
     )
+
+    def __new__(cls, remote: Backend, *args: object, **options: object) -> NearCacheBackend:
+        """A near-cache that is a `LeaseBackend` (passing `add` through) if `remote` is one."""
+        # A runtime-checkable Protocol sees methods, not what they would do, so the class is
+        # chosen here: the Cache checks isinstance(backend, LeaseBackend) once.
+        chosen = _LeasingNearCache if isinstance(remote, LeaseBackend) else cls
+        return object.__new__(chosen if issubclass(chosen, cls) else cls)
 
     def __init__(
         self,
@@ -417,3 +431,15 @@ class NearCacheBackend:
 def _retrieve(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.warning("polycache: near-cache background work failed: %r", task.exception())
+
+
+class _LeasingNearCache(NearCacheBackend):
+    """A near-cache whose remote backend holds leases; `NearCacheBackend(remote)` builds it."""
+
+    __slots__ = ()
+
+    async def add(self, key: str, value: bytes, ttl: float) -> bool:
+        """Add `key` in the remote backend (`LeaseBackend.add`); nothing is held locally."""
+        self._local.pop(key, None)
+        remote: LeaseBackend = self._remote  # type: ignore[assignment] # chosen in __new__
+        return await remote.add(key, value, ttl)

@@ -5,6 +5,7 @@
 | `GET /health`, `GET /ping` | `{"status": "ok", ...}` |
 | `GET /v1/kv/{key}` | the stored bytes, their `Content-Type`, freshness in `X-Polycache-*` |
 | `PUT /v1/kv/{key}` | store the body and its type (freshness from headers, or `?ttl=`); 204 |
+| `PUT` with `If-None-Match: *` | store only if the key holds no live entry: 204, else 412 |
 | `DELETE /v1/kv/{key}`, `DELETE /v1/kv` | forget one key, or every key; 204 |
 | `GET /parameters?name=` | the sample's: a parameter's decrypted value, as text |
 | `GET /dynamodb?name=` | the sample's: a `config.yaml` item as JSON |
@@ -12,8 +13,8 @@
 | `GET /secretsmanager/get?secretId=` | GetSecretValue's JSON |
 
 Keys in paths are percent-encoded UTF-8 (the client encodes every byte). Errors answer
-`{"error": CODE, "message": TEXT}` with 400, 403, 404, 405, 408, 413, 502, 503 or 504. No answer
-and no log line holds a value, a header value or a token.
+`{"error": CODE, "message": TEXT}` with 400, 403, 404, 405, 408, 412, 413, 502, 503 or 504.
+No answer and no log line holds a value, a header value or a token.
 """
 
 from __future__ import annotations
@@ -255,6 +256,8 @@ async def _get_value(request: web.Request) -> web.Response:
 async def _put_value(request: web.Request) -> web.Response:
     services = _services(request)
     key = _key(request)
+    # A conditional PUT is a lease (set-if-absent): of all the writers, one stores.
+    only_if_absent = _only_if_absent(request)
     content_type = request.headers.get("Content-Type", _DEFAULT_TYPE).strip() or _DEFAULT_TYPE
     if len(content_type) > _MAX_TYPE_LENGTH:
         raise _RequestError(
@@ -274,11 +277,26 @@ async def _put_value(request: web.Request) -> web.Response:
         entry = _entry(request, value, services.clock())
     finally:
         services.bodies.release(reserved)
-    if entry.expires_at > services.clock():
+    if only_if_absent:
+        # Checked after the body arrived, with no await between the check and the write.
+        if not services.store.add(key, entry, content_type):
+            return _error(412, "exists", "the key holds an entry (If-None-Match: *)")
+    elif entry.expires_at > services.clock():
         services.store.put(key, entry, content_type)
     else:
         services.store.delete(key)
     return web.Response(status=204)
+
+
+def _only_if_absent(request: web.Request) -> bool:
+    condition = request.headers.getall("If-None-Match", [])
+    if not condition:
+        return False
+    if condition != ["*"]:
+        raise _RequestError(
+            400, "bad_request", "If-None-Match takes only *, for a PUT that stores only if absent"
+        )
+    return True
 
 
 async def _body(request: web.Request, limit: int, deadline: float) -> bytearray:

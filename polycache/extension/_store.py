@@ -76,6 +76,18 @@ class Store:
             oldest = next(iter(entries))
             self._size -= entries.pop(oldest)[2]
 
+    def add(self, key: str, entry: Entry, content_type: str = "application/octet-stream") -> bool:
+        """Store `entry` only if `key` holds no live entry; True if it was stored."""
+        now = self._clock()
+        held = self._entries.get(key)
+        if held is not None and held[0].expires_at > now:
+            return False
+        if entry.expires_at > now:
+            self.put(key, entry, content_type)
+        else:
+            self.delete(key)  # stored and gone at once: only the expired entry is dropped
+        return True
+
     def delete(self, key: str) -> None:
         """Forget `key`."""
         held = self._entries.pop(key, None)

@@ -6,7 +6,8 @@ through `MomentoStandIn`: reset, count calls, switch faults on and off, and chan
 API key, all at run time over a small HTTP control port on 127.0.0.1.
 
 Served (on the servicer bases of `momento-wire-types`): `Scs.Get`, `Scs.Set` (with TTL),
-`Scs.Delete` (counting how many are answered at once), `ScsControl.CreateCache`,
+`Scs.SetIfNotExists` (stores only when no live item has the key), `Scs.Delete` (counting how
+many are answered at once), `ScsControl.CreateCache`,
 `DeleteCache`, `ListCaches`, `FlushCache`, and the topics the SDK's `TopicClientAsync` uses,
 `Pubsub.Publish` and `Pubsub.Subscribe` (a heartbeat first, then every item published to the
 topic in its cache, numbered from 1; a subscription that resumes at a number first gets the
@@ -367,6 +368,32 @@ def _servicers(state: _State) -> tuple[Any, Any, Any]:
             cache[request.cache_key] = (request.cache_body, expiry)
         return cache_pb._SetResponse(result=cache_pb.Ok)
 
+    async def set_if_not_exists(self: Any, request: Any, context: Any) -> Any:
+        with answering():
+            return await set_if_not_exists_answer(request, context)
+
+    async def set_if_not_exists_answer(request: Any, context: Any) -> Any:
+        await admit("SetIfNotExists", context)
+        cache = await cache_of(context)
+        if len(request.cache_key) + len(request.cache_body) > MAX_ITEM_BYTES:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "Item size exceeds the limit")
+        if not 0 < request.ttl_milliseconds <= MAX_TTL_MILLISECONDS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "TTL exceeds the limit")
+        now = time.monotonic()
+        with state.lock:
+            # Checked and stored under one lock: of concurrent callers, exactly one stores.
+            item = cache.get(request.cache_key)
+            stored = item is None or item[1] <= now
+            if stored:
+                cache[request.cache_key] = (
+                    request.cache_body,
+                    now + request.ttl_milliseconds / 1000,
+                )
+        answer = cache_pb._SetIfNotExistsResponse
+        if stored:
+            return answer(stored=answer._Stored())
+        return answer(not_stored=answer._NotStored())
+
     async def delete(self: Any, request: Any, context: Any) -> Any:
         with answering():
             return await delete_answer(request, context)
@@ -454,7 +481,10 @@ def _servicers(state: _State) -> tuple[Any, Any, Any]:
         finally:
             topic.subscribers.discard(queue)
 
-    data = completed(cache_grpc.ScsServicer, {"Get": get, "Set": set_, "Delete": delete})
+    data = completed(
+        cache_grpc.ScsServicer,
+        {"Get": get, "Set": set_, "SetIfNotExists": set_if_not_exists, "Delete": delete},
+    )
     pubsub = completed(pubsub_grpc.PubsubServicer, {"Publish": publish, "Subscribe": subscribe})
     control = completed(
         control_grpc.ScsControlServicer,
