@@ -238,6 +238,10 @@ class PushTransport(Protocol):
         """
         ...
 
+    def connected(self) -> bool:
+        """True if this event loop already has a connection (no call would open one)."""
+        ...
+
     async def subscribe(self) -> PushSubscription:
         """Subscribe; returns once the server has confirmed that messages will be delivered.
 

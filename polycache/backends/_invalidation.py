@@ -237,6 +237,15 @@ class InvalidationChannel:
         keys = None if self._pending_all else list(self._pending)
         self._pending = {}
         self._pending_all = False
+        if not self._transport.connected():
+            # Opening a connection while the loop shuts down is not safe (gRPC's aio channel
+            # can crash the process): without one, the others fall back to local_ttl.
+            self.publish_failures += 1
+            logger.warning(
+                "polycache: an invalidation was not published: the event loop ended with no "
+                "connection to publish on"
+            )
+            return
         try:
             async with asyncio.timeout(self._publish_timeout):
                 for message in encode(self.origin, keys):

@@ -780,6 +780,10 @@ class MomentoTopics:
     def __repr__(self) -> str:
         return f"MomentoTopics(cache_name={self._backend.cache_name!r}, topic={self.topic!r})"
 
+    def connected(self) -> bool:
+        """True if this event loop has a topics client already."""
+        return self._clients.current is not None
+
     async def publish(self, message: bytes) -> None:
         """Publish `message` on the topic.
 

@@ -263,6 +263,9 @@ class Bus:
         for subscription in self.subscriptions:
             subscription.queue.put_nowait(message)
 
+    def connected(self) -> bool:
+        return True
+
     async def subscribe(self) -> BusSubscription:
         self.subscribes += 1
         if self.refuse:
