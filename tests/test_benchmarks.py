@@ -42,6 +42,14 @@ EXPECTED = {
         "polycache cache.sync.get",
         "Powertools get_parameter (warm)",
     ],
+    "bench_expiry": [
+        "## expiry wave",
+        "## hot key",
+        "polycache ttl_jitter=0.0",
+        "polycache ttl_jitter=0.1",
+        "polycache early_refresh=True",
+        "callers waited",
+    ],
     "bench_aws": [
         "polycache",
         "powertools parameters",
