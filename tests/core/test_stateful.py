@@ -194,6 +194,7 @@ class CacheModel(RuleBasedStateMachine):
             assert self.memo_calls.get(name, 0) == calls_before
             return
         assert got == f"memo-{name}-{calls_before + 1}"
+        assert self.run(self.cache.exists(key))  # stored under the key that .key() names
         self._stored(key, got, None)
 
     @rule(name=NAMES)
