@@ -48,6 +48,8 @@ EXPECTED = {
         "polycache ttl_jitter=0.0",
         "polycache ttl_jitter=0.1",
         "polycache early_refresh=True",
+        "async-lru alru_cache(ttl=...)",
+        "cashews @cache.early",
         "callers waited",
     ],
     "bench_aws": [
