@@ -151,7 +151,14 @@ class _Signature:
         return tuple(bound.arguments.values())
 
 
-def _default_key(function: Callable[..., Any], signature: _Signature, skip: int) -> KeyFunction:
+def _default_key(
+    function: Callable[..., Any], signature: _Signature, skip: int
+) -> tuple[KeyFunction, str | None]:
+    """The default key function, and the head of its key for a call of one str argument.
+
+    The head (`"module.qualname:["`) is given when a call passing one argument positionally
+    is keyed `head + the argument as JSON + "]"`: `Cached.__call__` then writes the key itself.
+    """
     module = getattr(function, "__module__", None)
     qualname = getattr(function, "__qualname__", None)
     if not module or not qualname:
@@ -206,7 +213,7 @@ def _default_key(function: Callable[..., Any], signature: _Signature, skip: int)
             ) from None
         return f"{head}{','.join(parts)}]"
 
-    return key
+    return key, head if single == 0 else None
 
 
 def _unencodable_error(
@@ -333,6 +340,7 @@ class Cached(Generic[P, R]):
         ttl: float | None,
         stale_ttl: float | None,
         tags: Tags | None = None,
+        head: str | None = None,
     ) -> None:
         functools.update_wrapper(self, function)
         self._cache = cache
@@ -342,6 +350,10 @@ class Cached(Generic[P, R]):
         self._stale_ttl = stale_ttl
         self._tags = tags
         self._get_or_load = cache.get_or_load
+        self._head = head
+        # Without options, get_or_load is called without keywords: matching them costs a hit
+        # several percent.
+        self._plain = ttl is None and stale_ttl is None and tags is None
 
     def __repr__(self) -> str:
         return f"<cached {self._function.__qualname__} in {self._cache!r}>"
@@ -354,16 +366,24 @@ class Cached(Generic[P, R]):
             SourceNotFound: The function raised it, now or within `negative_ttl`.
             LoaderError: The function failed and no stale value could stand in.
         """
-        awaitable: Awaitable[R] = self._get_or_load(
-            self._key(args, kwargs),
-            # Without keywords, no `**{}`: partial would copy the empty dict (a third of it).
-            _partial(self._function, *args, **kwargs)
-            if kwargs
-            else _partial(self._function, *args),
-            ttl=self._ttl,
-            stale_ttl=self._stale_ttl,
-            tags=self._tags,
+        head = self._head
+        if head is not None and len(args) == 1 and not kwargs and type(args[0]) is str:
+            # The commonest call, one str argument of a default-keyed function, keyed here as
+            # its key function would key it: a call less, about a tenth of a hit.
+            key = f"{head}{_encode_str(args[0])}]"
+        else:
+            key = self._key(args, kwargs)
+        # Without keywords, no `**{}`: partial would copy the empty dict (a third of it).
+        loader = (
+            _partial(self._function, *args, **kwargs) if kwargs else _partial(self._function, *args)
         )
+        awaitable: Awaitable[R]
+        if self._plain:
+            awaitable = self._get_or_load(key, loader)
+        else:
+            awaitable = self._get_or_load(
+                key, loader, ttl=self._ttl, stale_ttl=self._stale_ttl, tags=self._tags
+            )
         return awaitable
 
     def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
@@ -498,9 +518,10 @@ class Memoizer:
                 "function with functools.lru_cache)"
             )
         signature = _Signature(function, name)
+        head = None
         if self._key is not None:
             key = _template_key(self._key, signature)
         else:
             receiver = bool(signature.names) and signature.names[0] in _RECEIVER_NAMES
-            key = _default_key(function, signature, skip=int(receiver))
-        return Cached(self._cache, function, key, self._ttl, self._stale_ttl, self._tags)
+            key, head = _default_key(function, signature, skip=int(receiver))
+        return Cached(self._cache, function, key, self._ttl, self._stale_ttl, self._tags, head)

@@ -42,6 +42,16 @@ EXPECTED = {
         "polycache cache.sync.get",
         "Powertools get_parameter (warm)",
     ],
+    "bench_expiry": [
+        "## expiry wave",
+        "## hot key",
+        "polycache ttl_jitter=0.0",
+        "polycache ttl_jitter=0.1",
+        "polycache early_refresh=True",
+        "async-lru alru_cache(ttl=...)",
+        "cashews @cache.early",
+        "callers waited",
+    ],
     "bench_aws": [
         "polycache",
         "powertools parameters",

@@ -1,4 +1,4 @@
-"""The examples in docs/memoize.md and docs/sync.md run as written."""
+"""The examples of the API pages (memoized functions, sync code, bulk, freshness) run as written."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+PAGES = ("bulk.md", "freshness.md", "memoize.md", "sync.md")
 BLOCK = re.compile(r"(<!-- not run[^>]*-->\n)?```python\n(.*?)```", re.DOTALL)
 
 EXAMPLES = [
     pytest.param(page, index, code, not_run is not None, id=f"{page}-{index}")
-    for page in ("memoize.md", "sync.md")
+    for page in PAGES
     for index, (not_run, code) in enumerate(
         (match.group(1), match.group(2)) for match in BLOCK.finditer((DOCS / page).read_text())
     )
@@ -20,8 +21,8 @@ EXAMPLES = [
 
 
 def test_each_page_has_examples() -> None:
-    assert {param.values[0] for param in EXAMPLES} == {"memoize.md", "sync.md"}
-    assert len(EXAMPLES) >= 7
+    assert {param.values[0] for param in EXAMPLES} == set(PAGES)
+    assert len(EXAMPLES) >= 15
 
 
 @pytest.mark.usefixtures("environment_loop")
