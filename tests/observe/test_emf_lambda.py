@@ -57,8 +57,9 @@ def invoke(api: CargoLambdaApi, event: object) -> object:
 
 @pytest.mark.lambda_api
 def test_a_runtime_process_writes_one_emf_line_per_invocation_that_used_the_cache(
-    cargo_lambda: CargoLambdaApi, tmp_path: Path
+    fresh_cargo_lambda: CargoLambdaApi, tmp_path: Path
 ) -> None:
+    cargo_lambda = fresh_cargo_lambda
     script = tmp_path / "runtime.py"
     script.write_text(RUNTIME)
     environment = {

@@ -21,6 +21,18 @@ def cargo_lambda() -> Iterator[CargoLambdaApi]:
 
 
 @pytest.fixture
+def fresh_cargo_lambda() -> Iterator[CargoLambdaApi]:
+    """A cargo-lambda of this test's own: no extension that another test registered (and then
+    stopped) is waited for when this test invokes."""
+    missing = cargo_lambda_missing()
+    if missing is not None:
+        pytest.skip(missing)
+    api = CargoLambdaApi().start()
+    yield api
+    api.stop()
+
+
+@pytest.fixture
 async def fake_extensions_api() -> AsyncIterator[FakeExtensionsApi]:
     """An Extensions API that sends the INVOKE and SHUTDOWN events a test queues."""
     api = await FakeExtensionsApi().start()
