@@ -6,9 +6,9 @@ Run: .venv/bin/python -m benchmarks.bench_leases [--quick]
 backend (the Momento-protocol stand-in, the extension process, then a redis-server), get a key
 that none of them has (a hot key that expired everywhere at once, with no stale window). The
 loader sleeps `LOAD_SECONDS` (a source's latency) and then reads the SSM parameter from moto,
-which counts the calls. Each round also times "one load": one process alone missing a key. Rounds interleave
-the three, so that a noisy neighbour slows them alike; figures are over every process of every
-round.
+which counts the calls. Each round also times "one load": one process alone missing a key.
+Rounds interleave the three, so that a noisy neighbour slows them alike; figures are over every
+process of every round.
 
 Goal (the fleet issue): with leases, 1 loader call per round, and the p99 latency of the
 processes that did not load at most one load time.
