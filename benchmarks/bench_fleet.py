@@ -3,12 +3,13 @@
 Run: .venv/bin/python -m benchmarks.bench_fleet [--quick]
 
 One writer and several reader processes (`tests.fleet.worker`, each a Cache with a near-cache in
-front of one shared Momento stand-in, talking to it through the real momento SDK). Each round,
+front of one shared backend): first a Momento stand-in, talked to through the real momento SDK
+(invalidations over Momento Topics), then a real redis-server (over pub/sub). Each round,
 every reader polls a key it holds (a `get` every millisecond) while the writer `set`s a new
 value; the delay runs from the end of the writer's `set` to the first `get` in a reader that
 returns the new value (so it includes up to 1 ms of polling).
 
-Contenders: the near-cache with Momento Topics invalidation, and the same near-cache without it
+Contenders, per backend: the near-cache with invalidation, and the same near-cache without it
 (its copies live `local_ttl`, here 1 s; each write lands at a random moment of a copy's life).
 Also the cost of the writer's `set`, with and without announcing the key (publishing runs in the
 background, so it costs a lone `set` nothing, and sets back to back share the process with it).
@@ -26,6 +27,7 @@ from typing import Any
 
 from tests.fleet.processes import FleetProcess
 from tests.stand_ins.momento_server import MomentoStandIn
+from tests.stand_ins.redis_server import RedisServer
 
 CACHE_NAME = "bench-fleet"
 LOCAL_TTL = 1.0
@@ -38,16 +40,15 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def measure(
-    server: MomentoStandIn, readers: int, rounds: int, set_calls: int, *, invalidation: bool
+    url: str, readers: int, rounds: int, set_calls: int, *, invalidation: bool
 ) -> dict[str, list[float]]:
     """Delays (ms) from each write to each reader seeing it, and the writer's set times (us)."""
-    url = server.url(CACHE_NAME, local_ttl=LOCAL_TTL)
     fleet = [FleetProcess(url, invalidation=invalidation) for _ in range(readers + 1)]
     draw = random.Random(1)
     try:
         writer, *watchers = fleet
         for process in fleet:
-            process.ready().call("get", key="warm-up")  # connected to Momento
+            process.ready().call("get", key="warm-up")  # connected to the backend
             if invalidation:
                 assert process.call("wait_connected", timeout=10.0)["connected"]
         delays: list[float] = []
@@ -88,34 +89,53 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     readers, rounds, ttl_rounds, set_calls = (1, 5, 2, 20) if arguments.quick else (3, 100, 15, 400)
     print(
         f"# Fleet benchmark: 1 writer, {readers} readers, {rounds} writes "
-        f"({ttl_rounds} without invalidation); one Momento stand-in"
+        f"({ttl_rounds} without invalidation); one Momento stand-in, then one redis-server"
     )
-    with MomentoStandIn() as server:
-        server.reset(caches=[CACHE_NAME])
-        topics = measure(server, readers, rounds, set_calls, invalidation=True)
-        ttl_only = measure(server, readers, ttl_rounds, set_calls, invalidation=False)
-    rows = {
-        "near-cache + Momento Topics": topics,
-        f"near-cache, local_ttl={LOCAL_TTL:g} s only": ttl_only,
-    }
+    runs: dict[str, tuple[dict[str, list[float]], dict[str, list[float]]]] = {}
+    with MomentoStandIn() as momento:
+        momento.reset(caches=[CACHE_NAME])
+        url = momento.url(CACHE_NAME, local_ttl=LOCAL_TTL)
+        runs["momento"] = (
+            measure(url, readers, rounds, set_calls, invalidation=True),
+            measure(url, readers, ttl_rounds, set_calls, invalidation=False),
+        )
+    redis_server = RedisServer().start()
+    try:
+        url = f"{redis_server.url}?local_max_entries=1000&local_ttl={LOCAL_TTL:g}"
+        runs["redis"] = (
+            measure(url, readers, rounds, set_calls, invalidation=True),
+            measure(url, readers, ttl_rounds, set_calls, invalidation=False),
+        )
+    finally:
+        redis_server.stop()
     base = "near-cache + Momento Topics"
+    base_p50 = statistics.median(runs["momento"][0]["delays_ms"])
     results: dict[str, Any] = {}
-    print("\n## invalidation delay across processes (momento)")
-    for name, samples in rows.items():
-        delays = samples["delays_ms"]
-        p50, p99 = statistics.median(delays), percentile(delays, 0.99)
-        results[name] = {"p50_ms": p50, "p99_ms": p99, "samples": len(delays)}
-        ratio = p50 / statistics.median(rows[base]["delays_ms"])
-        print(f"  {name:<36} p50 {p50:8.1f} ms   p99 {p99:8.1f} ms   {ratio:7.1f}x {base} (p50)")
-    print(f"  goal: p99 of {base} under {GOAL_MS:.0f} ms")
-    print("\n## the writer's set (publishing in the background)")
-    for pattern, field in (("back to back", "sets_us"), ("5 ms apart", "spaced_sets_us")):
-        base_set = statistics.median(ttl_only[field])
-        for name, samples in (("announced", topics), ("not announced", ttl_only)):
-            label = f"set, {name}, {pattern}"
-            median = statistics.median(samples[field])
-            results[label] = {"median_us": median}
-            print(f"  {label:<36} {median:9.1f} us   {median / base_set:6.3f}x not announced")
+    for backend, channel in (("momento", base), ("redis", "near-cache + Redis pub/sub")):
+        pushed, ttl_only = runs[backend]
+        ttl_name = f"near-cache, local_ttl={LOCAL_TTL:g} s only"
+        print(f"\n## invalidation delay across processes ({backend})")
+        for name, samples in ((channel, pushed), (ttl_name, ttl_only)):
+            delays = samples["delays_ms"]
+            p50, p99 = statistics.median(delays), percentile(delays, 0.99)
+            key = name if backend == "momento" else f"{name} ({backend})"
+            results[key] = {"p50_ms": p50, "p99_ms": p99, "samples": len(delays)}
+            print(
+                f"  {name:<36} p50 {p50:8.1f} ms   p99 {p99:8.1f} ms   "
+                f"{p50 / base_p50:7.1f}x {base} (p50)"
+            )
+        print(f"  goal: p99 of {channel} under {GOAL_MS:.0f} ms")
+    for backend in ("momento", "redis"):
+        pushed, ttl_only = runs[backend]
+        print(f"\n## the writer's set (publishing in the background, {backend})")
+        for pattern, field in (("back to back", "sets_us"), ("5 ms apart", "spaced_sets_us")):
+            base_set = statistics.median(ttl_only[field])
+            for name, samples in (("announced", pushed), ("not announced", ttl_only)):
+                label = f"set, {name}, {pattern}"
+                median = statistics.median(samples[field])
+                key = label if backend == "momento" else f"{label} ({backend})"
+                results[key] = {"median_us": median}
+                print(f"  {label:<36} {median:9.1f} us   {median / base_set:6.3f}x not announced")
     if arguments.json:
         print(json.dumps(results, indent=2, sort_keys=True))
     return results

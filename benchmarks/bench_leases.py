@@ -3,12 +3,12 @@
 Run: .venv/bin/python -m benchmarks.bench_leases [--quick]
 
 8 OS processes (`tests.fleet_leases.fleet` workers), each with its own `Cache` on one shared
-backend (the Momento-protocol stand-in, then the extension process), get a key that none of
-them has (a hot key that expired everywhere at once, with no stale window). The loader sleeps
-`LOAD_SECONDS` (a source's latency) and then reads the SSM parameter from moto, which counts
-the calls. Each round also times "one load": one process alone missing a key. Rounds interleave
-the three, so that a noisy neighbour slows them alike; figures are over every process of every
-round.
+backend (the Momento-protocol stand-in, the extension process, then a redis-server), get a key
+that none of them has (a hot key that expired everywhere at once, with no stale window). The
+loader sleeps `LOAD_SECONDS` (a source's latency) and then reads the SSM parameter from moto,
+which counts the calls. Each round also times "one load": one process alone missing a key.
+Rounds interleave the three, so that a noisy neighbour slows them alike; figures are over every
+process of every round.
 
 Goal (the fleet issue): with leases, 1 loader call per round, and the p99 latency of the
 processes that did not load at most one load time.
@@ -26,6 +26,7 @@ from tests.fleet_leases.fleet import WARM_PARAMETER, Fleet, seed_parameters
 from tests.stand_ins.extension_process import ExtensionProcess
 from tests.stand_ins.momento_server import MomentoStandIn
 from tests.stand_ins.moto_server import CountingMotoServer
+from tests.stand_ins.redis_server import RedisServer
 
 PROCESSES = 8
 LOAD_SECONDS = 0.1
@@ -133,6 +134,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with ExtensionProcess(moto.environment()) as extension:
             url = f"extension://127.0.0.1:{extension.port}"
             results["extension"] = run_fleet("extension", url, moto, rounds)
+        redis_server = RedisServer().start()
+        try:
+            results["redis"] = run_fleet("redis", redis_server.url, moto, rounds)
+        finally:
+            redis_server.stop()
     finally:
         moto.stop()
     if arguments.json:

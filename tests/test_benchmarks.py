@@ -70,6 +70,7 @@ EXPECTED = {
     "bench_leases": [
         "## 8 processes miss one hot key together (momento",
         "## 8 processes miss one hot key together (extension",
+        "## 8 processes miss one hot key together (redis",
         "one load (1 process alone, median)",
         "with leases",
         "without leases",
@@ -90,6 +91,8 @@ EXPECTED = {
     "bench_fleet": [
         "## invalidation delay across processes (momento)",
         "near-cache + Momento Topics",
+        "## invalidation delay across processes (redis)",
+        "near-cache + Redis pub/sub",
         "local_ttl=1 s only",
         "## the writer's set",
     ],

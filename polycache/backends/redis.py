@@ -4,6 +4,9 @@
 `valkeys://` likewise, `?cluster=1` for cluster mode (ElastiCache cluster mode, Serverless,
 MemoryDB). redis-py is imported when the backend is built, never when polycache or this module
 is imported.
+
+The backend takes leases (`LeaseBackend.add`: `SET ... PX ... NX`) and carries near-caches'
+invalidations over pub/sub (`PushBackend`, through `RedisPubSub`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
+import logging
 import math
 import os
 import time
@@ -23,6 +27,7 @@ from polycache._extras import require_extra
 from polycache._loop_bound import LoopBound
 from polycache._registry import boolean, parse_options, positive_int, seconds, split_url
 from polycache.backends._envelope import pack, unpack
+from polycache.backends._lease import lease_arguments
 from polycache.backends._redis_credentials import (
     SECRET_VARIABLE,
     CredentialSource,
@@ -43,10 +48,15 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_SOCKET_TIMEOUT",
     "MAX_ITEM_BYTES",
+    "PING_INTERVAL",
+    "PING_TIMEOUT",
     "RedisBackend",
+    "RedisPubSub",
 ]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("polycache")
 
 DEFAULT_PORT: Final = 6379
 DEFAULT_KEY_PREFIX: Final = "polycache:"
@@ -57,6 +67,14 @@ MAX_ITEM_BYTES: Final = 32 * 1024 * 1024
 _TLS_SCHEMES: Final = frozenset({"rediss", "valkeys"})
 _SCHEMES: Final = frozenset({"redis", "valkey"}) | _TLS_SCHEMES
 _SCAN_COUNT: Final = 1000
+CHANNEL_SUFFIX: Final = "invalidations"
+PING_INTERVAL: Final = 5.0
+"""Seconds a subscription may be quiet before it sends a `PING` to prove the server is there."""
+PING_TIMEOUT: Final = 2.0
+"""Seconds the server may take to answer that `PING` before the subscription counts as dead."""
+# How often a quiet subscription returns a heartbeat (None), so that the PING clock is checked.
+_TICK: Final = 1.0
+_SUBSCRIBE_TIMEOUT: Final = 5.0
 _GLOB_SPECIAL: Final = str.maketrans({character: f"\\{character}" for character in "*?[]\\"})
 
 
@@ -401,6 +419,35 @@ class RedisBackend:
         name = self._prefix + key
         await self._call("UNLINK", lambda client: client.unlink(name))
 
+    async def add(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store `value` under `key` for `ttl` seconds only if `key` holds nothing (a lease).
+
+        One `SET ... PX ... NX`: of all the processes adding the same key, one gets True. The
+        key is under `key_prefix`, as for `get`, `set` and `delete`, so `delete(key)` forgets
+        it; the value is stored as given, not as an entry.
+
+        Returns:
+            True if this call stored it, False if the key was already there.
+
+        Raises:
+            ConfigurationError: `key` is empty, `value` is not bytes, or `ttl` is not a
+                positive duration.
+            BackendError: Redis failed (`BackendTimeout` if it timed out).
+        """
+        milliseconds = max(1, math.ceil(lease_arguments(key, value, ttl) * 1000))
+        name = self._prefix + key
+        stored = await self._call(
+            "SET NX", lambda client: client.set(name, value, px=milliseconds, nx=True)
+        )
+        return bool(stored)
+
+    def push_transport(self) -> RedisPubSub:
+        """Pub/sub on `{key_prefix}invalidations`, for near-caches' invalidations."""
+        return RedisPubSub(self)
+
+    async def cleared_elsewhere(self) -> None:
+        """Nothing to catch up with: `clear` deletes the keys, it does not move to new ones."""
+
     async def get_many(self, keys: Sequence[str]) -> Sequence[Entry | None]:
         """Return the entries under `keys`, in order, with one `MGET` (one per slot in a cluster).
 
@@ -511,7 +558,8 @@ class RedisBackend:
 
         return Redis
 
-    async def _connect(self) -> _Connection:
+    def _client_options(self, retries: int) -> dict[str, Any]:
+        """The options of a redis-py client (or pool) on this backend's server."""
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
@@ -520,9 +568,7 @@ class RedisBackend:
             "port": self._port,
             "socket_timeout": self._reply_timeout,
             "socket_connect_timeout": self._socket_timeout,
-            # One quick retry on a fresh connection: it heals a connection the server closed
-            # while a Lambda environment was frozen, and a refused one still fails at once.
-            "retry": Retry(NoBackoff(), 1),
+            "retry": Retry(NoBackoff(), retries),
         }
         # No CLIENT SETINFO round trips on every new connection.
         if importlib.util.find_spec("redis.driver_info") is None:
@@ -531,14 +577,20 @@ class RedisBackend:
             options["driver_info"] = None
         if self._credentials is not None:
             options["credential_provider"] = _provider_class()(self._credentials)
+        if self._tls:
+            options.update(ssl=True, ssl_ca_certs=self._ssl_ca)
+        return options
+
+    async def _connect(self) -> _Connection:
+        # One quick retry on a fresh connection: it heals a connection the server closed
+        # while a Lambda environment was frozen, and a refused one still fails at once.
+        options = self._client_options(retries=1)
         # redis-py's pools fail at once when their connections run out, and its blocking pool
         # costs ~10 us on every call. An operation uses at most one connection (per node), so
         # with this many at a time they never run out, and a caller beyond them waits for one
         # to finish (each bounded by socket_timeout).
         gate = asyncio.Semaphore(self._max_connections)
         options["max_connections"] = self._max_connections
-        if self._tls:
-            options.update(ssl=True, ssl_ca_certs=self._ssl_ca)
         if not self._cluster:
             return _Connection(self._client_class()(db=self._db, **options), gate)
         client = self._client_class()(**options)
@@ -564,6 +616,163 @@ class _Connection:
 
 async def _close(connection: _Connection) -> None:
     await connection.client.aclose()
+
+
+class RedisPubSub:
+    """The push transport of a `RedisBackend`: `PUBLISH` and `SUBSCRIBE` on one channel.
+
+    The channel is `{key_prefix}invalidations`. Each event loop gets a plain (not cluster)
+    redis-py client of its own (`LoopBound`) on the backend's server, with the backend's TLS and
+    credentials: one connection publishes, one per subscription listens. In cluster mode it
+    talks to the node named in the URL: a Redis Cluster forwards every plain `PUBLISH` to every
+    node, so one node's subscribers hear the writes of the whole cluster. Pub/sub ignores the
+    database number: backends on different `db`s of one server share a channel unless their
+    `key_prefix` differs.
+
+    A quiet subscription sends a `PING` after `PING_INTERVAL` seconds and ends (so that the
+    channel subscribes again) when no answer comes within `PING_TIMEOUT`: a connection that
+    died while a Lambda environment was frozen is noticed rather than trusted.
+
+    Args:
+        backend: The backend whose server, key prefix, TLS and credentials are used.
+    """
+
+    __slots__ = ("_backend", "_clients", "channel")
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self._backend = backend
+        self.channel = backend.key_prefix + CHANNEL_SUFFIX
+        self._clients: LoopBound[Any] = LoopBound(self._open, _close_client)
+
+    def __repr__(self) -> str:
+        return f"RedisPubSub({self._backend._where!r}, channel={self.channel!r})"
+
+    def connected(self) -> bool:
+        """True if this event loop has its pub/sub client already."""
+        return self._clients.current is not None
+
+    async def publish(self, message: bytes) -> None:
+        """`PUBLISH` `message` on the channel.
+
+        Raises:
+            BackendError: Redis failed (`BackendTimeout` if it timed out).
+        """
+        where = self._backend._where
+        try:
+            client = self._clients.current or await self._clients.get()
+            await client.publish(self.channel, message)
+        except _errors() as exc:
+            raise _fail("PUBLISH", where, exc) from exc
+
+    async def subscribe(self) -> _Subscription:
+        """`SUBSCRIBE` to the channel; returns once the server has confirmed it.
+
+        Raises:
+            BackendError: Redis failed, or did not confirm within 5 s (`BackendTimeout`).
+        """
+        where = self._backend._where
+        pubsub: Any = None
+        try:
+            client = self._clients.current or await self._clients.get()
+            pubsub = client.pubsub()
+            await pubsub.subscribe(self.channel)
+            deadline = time.monotonic() + _SUBSCRIBE_TIMEOUT
+            while (left := deadline - time.monotonic()) > 0:
+                message = await pubsub.get_message(timeout=min(left, _TICK))
+                if message is not None and message["type"] == "subscribe":
+                    return _Subscription(pubsub, where)
+        except BaseException as exc:
+            if pubsub is not None:
+                await _close_quietly(pubsub)
+            if isinstance(exc, _errors()):
+                raise _fail("SUBSCRIBE", where, exc) from exc
+            raise
+        await _close_quietly(pubsub)
+        raise BackendTimeout(
+            f"Redis SUBSCRIBE on {where}: no confirmation within {_SUBSCRIBE_TIMEOUT:g} s"
+        )
+
+    async def aclose(self) -> None:
+        """Close this event loop's pub/sub client (and the subscriptions on it)."""
+        await self._clients.aclose()
+
+    async def _open(self) -> Any:
+        from redis.asyncio import Redis
+
+        backend = self._backend
+        # No retries: redis-py's retry would reconnect a dropped subscription behind the
+        # channel's back, which must see every drop (messages sent meanwhile are lost). The
+        # channel retries publishes itself.
+        options = backend._client_options(retries=0)
+        return Redis(db=backend._db, **options)
+
+
+class _Subscription:
+    """One live subscription of a `RedisPubSub`, on its own connection."""
+
+    __slots__ = ("_ended", "_heard_at", "_pinged_at", "_pubsub", "_where")
+
+    def __init__(self, pubsub: Any, where: str) -> None:
+        self._pubsub = pubsub
+        self._where = where
+        self._heard_at = time.monotonic()
+        self._pinged_at: float | None = None
+        self._ended = False
+
+    async def receive(self) -> bytes | None:
+        """The next message, or None for a heartbeat (about every second while quiet).
+
+        Raises:
+            BackendError: The connection dropped, the server ended the subscription, or it did
+                not answer a `PING` within `PING_TIMEOUT` (`BackendTimeout`).
+        """
+        if self._ended:
+            raise BackendError(f"the Redis subscription on {self._where} has ended")
+        try:
+            message = await self._pubsub.get_message(timeout=_TICK)
+            quiet = time.monotonic() - self._heard_at
+            if message is None and self._pinged_at is None and quiet >= PING_INTERVAL:
+                self._pinged_at = time.monotonic()
+                await self._pubsub.ping()
+        except _errors() as exc:
+            self._ended = True
+            raise _fail("pub/sub read", self._where, exc) from exc
+        except BaseException:
+            self._ended = True
+            raise
+        if message is None:
+            pinged_at = self._pinged_at
+            if pinged_at is not None and time.monotonic() - pinged_at >= PING_TIMEOUT:
+                self._ended = True
+                raise BackendTimeout(
+                    f"Redis on {self._where} did not answer a subscription's PING within "
+                    f"{PING_TIMEOUT:g} s"
+                )
+            return None
+        self._heard_at, self._pinged_at = time.monotonic(), None
+        kind = message["type"]
+        if kind == "message":
+            return bytes(message["data"])
+        if kind == "unsubscribe":
+            self._ended = True
+            raise BackendError(f"the Redis subscription on {self._where} was ended by the server")
+        return None  # a PONG, or a confirmation
+
+    async def aclose(self) -> None:
+        """End the subscription and close its connection."""
+        self._ended = True
+        await _close_quietly(self._pubsub)
+
+
+async def _close_quietly(pubsub: Any) -> None:
+    try:
+        await pubsub.aclose()
+    except Exception as exc:  # the connection is going away anyway
+        logger.debug("polycache: closing a Redis subscription failed: %r", exc)
+
+
+async def _close_client(client: Any) -> None:
+    await client.aclose()
 
 
 def _redacted(url: str) -> str:

@@ -1,4 +1,4 @@
-"""The parent's handle on fleet worker processes (`tests.fleet.worker`)."""
+"""The parent's handle on fleet worker processes (`tests.fleet.worker`), and test helpers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import time
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Long enough that only an invalidation, never local_ttl, can explain a fresh value in time.
+LONG_LOCAL_TTL = 30
+DELAY_GOAL = 0.2
 
 
 class FleetProcess:
@@ -113,3 +116,21 @@ class FleetProcess:
         for stream in (process.stdin, process.stdout):
             if stream is not None:
                 stream.close()
+
+
+def hear(reader: FleetProcess, key: str) -> None:
+    """Wait until `reader` has heard of a write to `key` (so that no late message drops it)."""
+    for _ in range(500):
+        if [key] in reader.call("state")["remote_invalidations"]:
+            return
+    raise AssertionError(f"{key!r} was never announced")
+
+
+def wait_seen(
+    writer: FleetProcess, reader: FleetProcess, op: str, key: str, **expect: object
+) -> tuple[float, dict[str, object]]:
+    """Have `reader` poll `key` while `writer` runs `op`; the delay from write to sight."""
+    reader.send("wait_for", key=key, timeout=5.0, **expect)
+    written = writer.call(op, key=key, value=expect.get("value"))
+    seen = reader.reply()
+    return float(seen["at"]) - float(written["at"]), seen

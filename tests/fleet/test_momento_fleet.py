@@ -6,15 +6,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.fleet.processes import FleetProcess
+from tests.fleet.processes import DELAY_GOAL, LONG_LOCAL_TTL, FleetProcess, hear, wait_seen
 from tests.stand_ins.momento_fixtures import TEST_CACHE
 from tests.stand_ins.momento_server import MomentoStandIn
 
 pytestmark = pytest.mark.momento
-
-# Long enough that only an invalidation, never local_ttl, can explain a fresh value in time.
-LONG_LOCAL_TTL = 30
-DELAY_GOAL = 0.2
 
 Spawn = Callable[..., FleetProcess]
 
@@ -33,24 +29,6 @@ def spawn(momento: MomentoStandIn) -> Iterator[Spawn]:
     yield start
     for process in started:
         process.stop()
-
-
-def hear(reader: FleetProcess, key: str) -> None:
-    """Wait until `reader` has heard of a write to `key` (so that no late message drops it)."""
-    for _ in range(500):
-        if [key] in reader.call("state")["remote_invalidations"]:
-            return
-    raise AssertionError(f"{key!r} was never announced")
-
-
-def wait_seen(
-    writer: FleetProcess, reader: FleetProcess, op: str, key: str, **expect: object
-) -> tuple[float, dict[str, object]]:
-    """Have `reader` poll `key` while `writer` runs `op`; the delay from write to sight."""
-    reader.send("wait_for", key=key, timeout=5.0, **expect)
-    written = writer.call(op, key=key, value=expect.get("value"))
-    seen = reader.reply()
-    return float(seen["at"]) - float(written["at"]), seen
 
 
 def test_a_set_reaches_the_other_processes_near_cache_within_200_ms(spawn: Spawn) -> None:

@@ -92,7 +92,7 @@ class Worker:
         cache = self.cache
         if op == "set":
             started = time.perf_counter()
-            await cache.set(command["key"], command["value"])
+            await cache.set(command["key"], command["value"], tags=command.get("tags"))
             return {"at": time.time(), "took": time.perf_counter() - started}
         if op == "time_sets":
             took = []
@@ -105,6 +105,9 @@ class Worker:
             return {"took": took}
         if op == "delete":
             await cache.delete(command["key"])
+            return {"at": time.time()}
+        if op == "invalidate_tags":
+            await cache.invalidate_tags(*command["tags"])
             return {"at": time.time()}
         if op == "clear":
             await cache.clear()

@@ -155,7 +155,7 @@ class Fleet:
     """`size` workers on one backend; `get` makes them all miss one key at the same moment.
 
     Args:
-        backend_url: The shared backend's URL (`momento://...`, `extension://...`).
+        backend_url: The shared backend's URL (`momento://...`, `extension://...`, `redis://...`).
         environment: The workers' environment (moto's AWS variables; the extension's token).
         size: How many worker processes.
         lease_wait: Each worker's `Cache(lease_wait=...)` for commands with leases.

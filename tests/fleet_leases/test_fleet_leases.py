@@ -1,5 +1,6 @@
 """One load across processes: 8 OS processes share one backend (the Momento-protocol stand-in,
-then the extension process) and miss one key at the same moment; the loader reads from moto."""
+the extension process, then a redis-server) and miss one key at the same moment; the loader
+reads from moto."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from collections.abc import Iterator
 import pytest
 
 from polycache._storage import lease_key
+from polycache.backends.redis import DEFAULT_KEY_PREFIX
 from tests.fleet_leases.fleet import WARM_PARAMETER, Fleet, seed_parameters
 from tests.stand_ins.extension_process import ExtensionProcess
 from tests.stand_ins.momento_fixtures import TEST_CACHE
 from tests.stand_ins.momento_server import MomentoStandIn
 from tests.stand_ins.moto_server import CountingMotoServer
+from tests.stand_ins.redis_server import RedisServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.moto]
 
@@ -26,7 +29,9 @@ LOAD_SECONDS = 0.3
 SCHEDULING_SLACK = 1.0
 
 
-@pytest.fixture(scope="module", params=["momento", "extension"])
+@pytest.fixture(
+    scope="module", params=["momento", "extension", pytest.param("redis", marks=pytest.mark.redis)]
+)
 def fleet(
     request: pytest.FixtureRequest, moto_server: CountingMotoServer
 ) -> Iterator[tuple[Fleet, str]]:
@@ -36,6 +41,10 @@ def fleet(
         server: MomentoStandIn = request.getfixturevalue("momento_server")
         server.reset(caches=[TEST_CACHE])
         url = server.url(TEST_CACHE)
+    elif request.param == "redis":
+        redis_server: RedisServer = request.getfixturevalue("redis_standalone")
+        redis_server.flush()
+        url = redis_server.url
     else:
         process: ExtensionProcess = request.getfixturevalue("extension_process")
         url = f"extension://127.0.0.1:{process.port}"
@@ -59,6 +68,9 @@ def lease_left(backend: str, name: str, request: pytest.FixtureRequest) -> bool:
     if backend == "momento":
         server: MomentoStandIn = request.getfixturevalue("momento_server")
         return any(item.endswith(lease) for item in server.items(TEST_CACHE))
+    if backend == "redis":
+        redis_server: RedisServer = request.getfixturevalue("redis_standalone")
+        return bool(redis_server.client().exists(DEFAULT_KEY_PREFIX + lease))
     process: ExtensionProcess = request.getfixturevalue("extension_process")
     return process.request("GET", "/v1/kv/" + urllib.parse.quote(lease, safe=""))[0] != 404
 

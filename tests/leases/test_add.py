@@ -1,6 +1,7 @@
 """`LeaseBackend.add` (set-if-absent) on the real stand-ins: Momento's `SetIfNotExists` on the
-Momento-protocol server, the extension's conditional PUT on the extension process, and the
-near-cache passing it through."""
+Momento-protocol server, the extension's conditional PUT on the extension process, Redis's
+`SET ... PX ... NX` on real redis-server processes (standalone and cluster), and the near-cache
+passing it through."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from polycache import BackendError, Cache, ConfigurationError, Entry, LeaseBacke
 from polycache.backends.extension import ExtensionBackend
 from polycache.backends.momento import MomentoBackend
 from polycache.backends.near import NearCacheBackend
+from polycache.backends.redis import RedisBackend
 from tests.stand_ins.extension_process import ExtensionProcess
 from tests.stand_ins.momento_fixtures import TEST_CACHE, item_name
 from tests.stand_ins.momento_server import MomentoStandIn
+from tests.stand_ins.redis_server import RedisCluster, RedisServer
 
 ODD_KEYS = [
     "ssm:/prod/db/url",
@@ -30,16 +33,30 @@ ODD_KEYS = [
 ]
 
 # One fixture per LeaseBackend under test; each yields the backend on its reset stand-in.
-BACKENDS = ["momento", "extension", "near_momento", "near_extension"]
+BACKENDS = [
+    "momento",
+    "extension",
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("redis_cluster", marks=pytest.mark.redis),
+    "near_momento",
+    "near_extension",
+    pytest.param("near_redis", marks=pytest.mark.redis),
+]
 
 
 @pytest.fixture(params=BACKENDS)
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     """Each LeaseBackend, on its real stand-in, emptied before the test."""
     kind: str = request.param
-    if "momento" in kind:
-        server: MomentoStandIn = request.getfixturevalue("momento")
-        remote: Any = MomentoBackend.from_url(server.url(TEST_CACHE))
+    if kind.endswith("redis_cluster"):
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        remote: Any = RedisBackend.from_url(cluster.url, environ={})
+    elif kind.endswith("redis"):
+        server: RedisServer = request.getfixturevalue("redis_server")
+        remote = RedisBackend.from_url(server.url, environ={})
+    elif "momento" in kind:
+        stand_in: MomentoStandIn = request.getfixturevalue("momento")
+        remote = MomentoBackend.from_url(stand_in.url(TEST_CACHE))
     else:
         process: ExtensionProcess = request.getfixturevalue("extension_process")
         process.clear()
@@ -211,6 +228,66 @@ async def test_extension_add_when_the_extension_is_down_is_a_backend_error(
     with pytest.raises(BackendError, match="cannot reach the extension"):
         await backend.add("k", b"v", 30)
     await backend.aclose()
+
+
+# -- Redis ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_redis_add_is_one_set_nx_px_under_the_key_prefix(redis_server: RedisServer) -> None:
+    backend = RedisBackend.from_url(redis_server.url + "?key_prefix=app:", environ={})
+    client = redis_server.client()
+    client.config_resetstat()
+    assert await backend.add("k", b"\x00holder", 12.5) is True
+    assert await backend.add("k", b"other", 12.5) is False
+    stats = client.info("commandstats")
+    assert stats["cmdstat_set"]["calls"] == 2
+    assert not {"cmdstat_get", "cmdstat_exists", "cmdstat_setnx", "cmdstat_pexpire"} & set(stats)
+    assert client.get("app:k") == b"\x00holder"  # stored as given, not as an entry
+    assert 12_000 < client.pttl("app:k") <= 12_500
+    # A lease shorter than a millisecond still expires by itself.
+    assert await backend.add("tiny", b"1", 0.0001) is True
+    assert client.pttl("app:tiny") in (-2, 0, 1)
+    await backend.aclose()
+
+
+@pytest.mark.redis
+async def test_redis_add_in_cluster_mode_lands_on_the_keys_node(
+    redis_cluster: RedisCluster,
+) -> None:
+    backend = RedisBackend.from_url(redis_cluster.url, environ={})
+    keys = [f"lease:{number}" for number in range(12)]
+    assert await asyncio.gather(*(backend.add(key, b"1", 30) for key in keys)) == [True] * 12
+    assert await asyncio.gather(*(backend.add(key, b"2", 30) for key in keys)) == [False] * 12
+    per_node = [node.client().dbsize() for node in redis_cluster.nodes]
+    assert sum(per_node) == 12 and all(per_node)  # spread over the slots of every node
+    await backend.aclose()
+
+
+@pytest.mark.redis
+async def test_redis_add_when_the_server_is_down_is_a_backend_error() -> None:
+    server = RedisServer().start()
+    try:
+        backend = RedisBackend.from_url(server.url, environ={})
+        server.kill()
+        with pytest.raises(BackendError, match=r"Redis SET NX on 127\.0\.0\.1:"):
+            await backend.add("k", b"v", 30)
+        await backend.aclose()
+    finally:
+        server.stop()
+
+
+@pytest.mark.redis
+async def test_a_cache_over_redis_takes_and_gives_back_its_lease(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    client.config_resetstat()
+    async with Cache(redis_server.url, lease_wait=2) as cache:
+        assert await cache.get_or_load("k", _loaded) == "loaded"
+    # Only the entry is left: the lease was taken (SET NX) and given back (UNLINK).
+    assert client.keys("*") == [b"polycache:k"]
+    stats = client.info("commandstats")
+    assert stats["cmdstat_unlink"]["calls"] == 1
+    assert stats["cmdstat_set"]["calls"] == 2  # the lease, then the entry
 
 
 # -- the near-cache ------------------------------------------------------------------------------

@@ -70,6 +70,16 @@ def test_fifty_asyncio_runs_standalone(redis_server: RedisServer) -> None:
     assert after_fifty == after_five and most <= after_five + 1
 
 
+def test_fifty_asyncio_runs_near_cache_with_invalidation(redis_server: RedisServer) -> None:
+    # Each run subscribes to invalidations and publishes its writes; each subscription and
+    # its connection end with the run's loop.
+    url = redis_server.url + "?local_max_entries=100&local_ttl=5"
+    after_five, after_fifty, most = run_fifty(url)
+    assert after_fifty == after_five and most <= after_five + 1
+    counts = dict(redis_server.client().pubsub_numsub("polycache:invalidations"))
+    assert counts[b"polycache:invalidations"] == 0
+
+
 def test_fifty_asyncio_runs_tls(redis_tls_server: RedisServer) -> None:
     after_five, after_fifty, most = run_fifty(redis_tls_server.url, width=2)
     assert after_fifty == after_five and most <= after_five + 1
