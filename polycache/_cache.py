@@ -230,6 +230,8 @@ class Cache:
         self._snapstart_opt_in(environ)
         # Loop-bound state, replaced when the running loop changes (asyncio.run per invocation).
         self._state = LoopState(None)
+        # The state's table of running loads, for the set path (one attribute hop less).
+        self._loads = self._state.loads
         # The hit paths read the memory backend's dict directly (None when disabled: every get
         # then takes the slow path, which misses and loads).
         memory = self._storage if isinstance(self._storage, MemoryStorage) else None
@@ -600,7 +602,7 @@ class Cache:
                 records[key] = (value, fresh_until, fresh_until, fresh_until)
                 if len(records) > memory.max_entries:
                     memory.evict()
-            if self._state.loads:
+            if self._loads:
                 self._supersede(key)
             return
         key = _check_key(key)
@@ -980,6 +982,7 @@ class Cache:
         if state.loop is not loop:
             # Futures and tasks of a finished loop can never complete: start afresh.
             state = self._state = LoopState(loop)
+            self._loads = state.loads
         return state
 
     async def _lookup(
