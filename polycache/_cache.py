@@ -56,10 +56,22 @@ def _key_error(key: object) -> ConfigurationError:
     return ConfigurationError("cache key must be a non-empty str, got ''")
 
 
+_RESERVED: Final = "__polycache_"
+
+
 def _check_key(key: object) -> str:
     if type(key) is not str or not key:
         raise _key_error(key)
+    if key.startswith(_RESERVED):
+        raise _reserved_error(key)
     return key
+
+
+def _reserved_error(key: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"cache key {key[:64]!r} starts with {_RESERVED!r}, which polycache keeps for its own "
+        "entries (tag invalidations, leases)"
+    )
 
 
 def _check_keys(keys: object, operation: str) -> list[str]:
@@ -73,6 +85,8 @@ def _check_keys(keys: object, operation: str) -> list[str]:
     for key in keys:
         if type(key) is not str or not key:
             raise _key_error(key)
+        if key.startswith(_RESERVED):
+            raise _reserved_error(key)
         unique[key] = None
     return list(unique)
 

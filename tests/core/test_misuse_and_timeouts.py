@@ -356,3 +356,11 @@ async def test_source_not_found_still_raises_from_get_or_load() -> None:
 
     with pytest.raises(SourceNotFound):
         await cache.get_or_load("k", missing)
+
+
+async def test_keys_in_polycaches_own_namespace_are_refused() -> None:
+    cache = Cache()
+    with pytest.raises(ConfigurationError, match="keeps for its own entries"):
+        await cache.get("__polycache_tag__:users")
+    with pytest.raises(ConfigurationError, match="keeps for its own entries"):
+        await cache.get_many(["ok", "__polycache_lease__:k"])
