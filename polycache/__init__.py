@@ -27,7 +27,6 @@ from polycache._contracts import (
     Loaded,
     LoaderFunction,
 )
-from polycache._emf import EmfMetrics
 from polycache._errors import (
     BackendError,
     BackendTimeout,
@@ -42,6 +41,7 @@ from polycache._registry import register_backend
 from polycache._serializers import JsonSerializer, PickleSerializer, Serializer
 
 if TYPE_CHECKING:
+    from polycache._emf import EmfMetrics
     from polycache._inject import inject
     from polycache._lambda import lambda_handler
 
@@ -80,15 +80,21 @@ __all__ = [
 ]
 
 
+# Imported on first use: a process that never asks for them does not pay for their import.
+_ON_FIRST_USE = {
+    "EmfMetrics": "polycache._emf",
+    "inject": "polycache._inject",
+    "lambda_handler": "polycache._lambda",
+}
+
+
 def __getattr__(name: str) -> object:
-    # Imported on first use: a process that never asks for them does not pay for their import.
-    value: object
-    if name == "inject":
-        from polycache._inject import inject as value
-    elif name == "lambda_handler":
-        from polycache._lambda import lambda_handler as value
-    else:
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
         raise AttributeError(f"module 'polycache' has no attribute {name!r}")
+    import importlib
+
+    value: object = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from polycache._breaker import Breaker
 from polycache._config import UNSET, Duration, Settings, Unset, duration, resolve_settings
 from polycache._contracts import Backend, Entry, LoaderFunction
 from polycache._errors import ConfigurationError, SourceNotFound
@@ -234,6 +233,8 @@ class Cache:
             )
         cooldown = duration(breaker_cooldown, name="breaker_cooldown", allow_zero=False)
         if breaker_threshold and isinstance(self._storage, RemoteStorage):
+            from polycache._breaker import Breaker  # remote backends only: not at import
+
             self._storage.breaker = Breaker(breaker_threshold, cooldown, self._breaker_changed)
         self._observers: Observers | None = None
         self._reported_hits = 0

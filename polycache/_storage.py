@@ -16,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from polycache._breaker import Breaker
 from polycache._contracts import Backend, BatchBackend, ClearableBackend, Entry, LeaseBackend
 from polycache._errors import (
     BackendError,
@@ -32,6 +31,7 @@ from polycache._tags import TAG_LIFETIME, TAG_PREFIX, Tags, is_tagged, tagged, u
 from polycache.backends.memory import MemoryBackend, Record, entry_from_record, record_from_entry
 
 if TYPE_CHECKING:
+    from polycache._breaker import Breaker
     from polycache.backends.near import NearCacheBackend
 
 __all__ = ["MemoryStorage", "RemoteStorage", "storage_for"]

@@ -10,7 +10,6 @@ in every process.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from typing import Final, TypeAlias
 
@@ -58,6 +57,8 @@ def is_tagged(data: object) -> bool:
 
 def tagged(data: bytes, tags: Tags, written_at: float) -> bytes:
     """`data` with its tags and write time in front."""
+    import json  # imported on first use: `import polycache` stays cheap
+
     header = json.dumps([written_at, list(tags)], separators=(",", ":")).encode()
     return _MARK + header + b"\n" + data
 
@@ -70,6 +71,8 @@ def untagged(data: bytes) -> tuple[bytes, Tags, float] | None:
     if not separator:
         return None
     try:
+        import json
+
         written_at, tags = json.loads(header)
     except (ValueError, TypeError):
         return None
