@@ -9,6 +9,7 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -134,3 +135,7 @@ def wait_seen(
     written = writer.call(op, key=key, value=expect.get("value"))
     seen = reader.reply()
     return float(seen["at"]) - float(written["at"]), seen
+
+
+Spawn = Callable[..., FleetProcess]
+"""Starts a worker process on a backend (`local_ttl=`, and `ttl=` on Momento)."""

@@ -2,78 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import pytest
 
-from tests.fleet.processes import DELAY_GOAL, LONG_LOCAL_TTL, FleetProcess, hear, wait_seen
-from tests.stand_ins.momento_fixtures import TEST_CACHE
+from tests.fleet.processes import DELAY_GOAL, Spawn, hear, wait_seen
 from tests.stand_ins.momento_server import MomentoStandIn
 
 pytestmark = pytest.mark.momento
 
-Spawn = Callable[..., FleetProcess]
-
 
 @pytest.fixture
-def spawn(momento: MomentoStandIn) -> Iterator[Spawn]:
-    """Starts worker processes on the reset stand-in; stops them (by PID) after the test."""
-    started: list[FleetProcess] = []
-
-    def start(local_ttl: float = LONG_LOCAL_TTL, ttl: float = 300.0) -> FleetProcess:
-        process = FleetProcess(momento.url(TEST_CACHE, local_ttl=local_ttl), ttl=ttl)
-        started.append(process)
-        assert process.call("wait_connected", timeout=10.0) == {"connected": True}
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
-
-
-def test_a_set_reaches_the_other_processes_near_cache_within_200_ms(spawn: Spawn) -> None:
-    writer, reader = spawn(), spawn()
-    writer.call("set", key="k", value="v1")
-    assert reader.call("get", key="k")["value"] == "v1"  # held in the reader's near-cache
-    delay, seen = wait_seen(writer, reader, "set", "k", value="v2")
-    assert seen["seen"], seen
-    assert 0 <= delay < DELAY_GOAL
-    assert ["k"] in reader.call("state")["remote_invalidations"]
-
-
-def test_a_delete_makes_the_other_process_miss(spawn: Spawn) -> None:
-    writer, reader = spawn(), spawn()
-    writer.call("set", key="gone", value="here")
-    assert reader.call("get", key="gone")["value"] == "here"
-    delay, seen = wait_seen(writer, reader, "delete", "gone", missing=True)
-    assert seen["seen"], seen
-    assert delay < DELAY_GOAL
-
-
-def test_every_process_hears_one_write(spawn: Spawn) -> None:
-    writer, *readers = (spawn() for _ in range(3))
-    writer.call("set", key="shared", value=1)
-    for reader in readers:
-        assert reader.call("get", key="shared")["value"] == 1
-    for reader in readers:
-        reader.send("wait_for", key="shared", value=2, timeout=5.0)
-    writer.call("set", key="shared", value=2)
-    assert all(reader.reply()["seen"] for reader in readers)
-    # The writer's own message is skipped: it keeps the copy it wrote.
-    assert writer.call("state")["remote_invalidations"] == []
-
-
-def test_a_clear_reaches_the_other_processes(spawn: Spawn) -> None:
-    writer, reader = spawn(), spawn()
-    writer.call("set", key="a", value="old")
-    assert reader.call("get", key="a")["value"] == "old"
-    reader.send("wait_for", key="a", missing=True, timeout=5.0)
-    written = writer.call("clear")
-    seen = reader.reply()
-    assert seen["seen"], seen
-    assert float(seen["at"]) - float(written["at"]) < DELAY_GOAL
-    # Not a near copy read back from the generation the clear replaced: gone for good.
-    assert reader.call("get", key="a")["value"] is None
+def spawn(momento_spawn: Spawn) -> Spawn:
+    """Worker processes on the Momento stand-in (tests/fleet/conftest.py)."""
+    return momento_spawn
 
 
 def test_with_the_channel_down_a_copy_lives_at_most_local_ttl(

@@ -2,84 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import pytest
 
-from tests.fleet.processes import DELAY_GOAL, LONG_LOCAL_TTL, FleetProcess, hear, wait_seen
+from tests.fleet.processes import DELAY_GOAL, Spawn, hear, wait_seen
 from tests.stand_ins.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 
 CHANNEL = "polycache:invalidations"
 
-Spawn = Callable[..., FleetProcess]
-
-
-@pytest.fixture(scope="module")
-def fleet_redis() -> Iterator[RedisServer]:
-    """A server of this module's own: its tests change the default user's ACL."""
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
 
 @pytest.fixture
-def spawn(fleet_redis: RedisServer) -> Iterator[Spawn]:
-    """Starts worker processes on the flushed server; stops them (by PID) after the test."""
-    client = fleet_redis.client()
-    client.acl_setuser("default", enabled=True, nopass=True, commands=["+@all"], keys=["*"])
-    client.flushall()
-    started: list[FleetProcess] = []
-
-    def start(local_ttl: float = LONG_LOCAL_TTL) -> FleetProcess:
-        url = f"{fleet_redis.url}?local_max_entries=100&local_ttl={local_ttl:g}"
-        process = FleetProcess(url)
-        started.append(process)
-        assert process.call("wait_connected", timeout=10.0) == {"connected": True}
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
+def spawn(redis_spawn: Spawn) -> Spawn:
+    """Worker processes on this module's redis-server (tests/fleet/conftest.py)."""
+    return redis_spawn
 
 
 def gets(server: RedisServer) -> int:
     """How many GETs the server has answered."""
     stats = server.client().info("commandstats")
     return int(stats.get("cmdstat_get", {}).get("calls", 0))
-
-
-def test_a_set_reaches_the_other_processes_near_cache_within_200_ms(spawn: Spawn) -> None:
-    writer, reader = spawn(), spawn()
-    writer.call("set", key="k", value="v1")
-    assert reader.call("get", key="k")["value"] == "v1"  # held in the reader's near-cache
-    delay, seen = wait_seen(writer, reader, "set", "k", value="v2")
-    assert seen["seen"], seen
-    assert 0 <= delay < DELAY_GOAL
-    assert ["k"] in reader.call("state")["remote_invalidations"]
-    # A delete, likewise: the reader misses.
-    delay, seen = wait_seen(writer, reader, "delete", "k", missing=True)
-    assert seen["seen"] and delay < DELAY_GOAL, seen
-
-
-def test_after_invalidate_tags_every_other_process_misses(spawn: Spawn) -> None:
-    writer, *readers = (spawn() for _ in range(3))
-    writer.call("set", key="user:42:profile", value="p", tags=["user:42"])
-    writer.call("set", key="user:7:profile", value="q", tags=["user:7"])
-    for reader in readers:
-        assert reader.call("get", key="user:42:profile")["value"] == "p"
-        assert reader.call("get", key="user:7:profile")["value"] == "q"
-    for reader in readers:
-        reader.send("wait_for", key="user:42:profile", missing=True, timeout=5.0)
-    written = writer.call("invalidate_tags", tags=["user:42"])
-    for reader in readers:
-        seen = reader.reply()
-        assert seen["seen"], seen
-        assert float(seen["at"]) - float(written["at"]) < DELAY_GOAL
-        # Only the entries carrying that tag.
-        assert reader.call("get", key="user:7:profile")["value"] == "q"
-    assert writer.call("get", key="user:42:profile")["value"] is None
 
 
 def test_while_subscribed_a_copy_outlives_local_ttl_and_a_killed_subscription_ends_that(
