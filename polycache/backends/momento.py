@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TypeVar
 from polycache._contracts import Entry
 from polycache._errors import BackendError, BackendTimeout, ConfigurationError, SerializationError
 from polycache._extras import require_extra
+from polycache._flight import Flight, Flights
 from polycache._loop_bound import LoopBound
 from polycache._registry import boolean, parse_options, seconds, split_url
 from polycache.backends._envelope import pack, unpack
@@ -305,6 +306,7 @@ class MomentoBackend:
         "_client_factory",
         "_clients",
         "_clock",
+        "_connect_tasks",
         "_connect_timeout",
         "_connecting",
         "_create_cache",
@@ -317,6 +319,7 @@ class MomentoBackend:
         "_lambda_tuned",
         "_longest_prefix",
         "_namespace",
+        "_opened",
         "_prefix",
         "_refreshing",
         "_request_timeout",
@@ -395,7 +398,12 @@ class MomentoBackend:
         # Building the backend is choosing it: the SDK's import (0.3 s here, up to a second on
         # a small Lambda) is paid now, at init, never inside the first call's backend_timeout.
         self._responses = _Responses()
-        self._connecting: asyncio.Task[MomentoClient] | None = None
+        # One connection set-up per loop, in a task of its own (Flights.start): a caller that
+        # stops waiting (its backend_timeout ran out) leaves it running for the next caller,
+        # who takes the client it made from `_opened`.
+        self._connecting: Flights[asyncio.AbstractEventLoop, MomentoClient] = Flights()
+        self._connect_tasks: set[asyncio.Task[Any]] = set()
+        self._opened: dict[asyncio.AbstractEventLoop, MomentoClient] = {}
         self._refreshing: asyncio.Task[None] | None = None
         self._clients: LoopBound[MomentoClient] = LoopBound(self._connect, _close_client)
         self._warming: asyncio.Task[None] | None = None
@@ -629,10 +637,13 @@ class MomentoBackend:
     async def aclose(self) -> None:
         """Close this event loop's client; the next operation builds a new one."""
         loop = asyncio.get_running_loop()
-        for task in (self._warming, self._connecting):
+        for task in (self._warming, *self._connect_tasks):
             if task is not None and not task.done() and task.get_loop() is loop:
                 task.cancel()
-        self._warming = self._connecting = None
+        self._warming = None
+        unclaimed = self._opened.pop(loop, None)
+        if unclaimed is not None:
+            await _close_client(unclaimed)
         await self._clients.aclose()
 
     async def _set_item(self, item: tuple[str, Entry]) -> None:
@@ -678,29 +689,22 @@ class MomentoBackend:
     async def _client(self) -> MomentoClient:
         return self._clients.current or await self._clients.get()
 
-    def _start_connecting(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task[MomentoClient]:
-        task = loop.create_task(self._open())
-        task.add_done_callback(log_background_failure)
-        return task
-
     async def _connect(self) -> MomentoClient:
-        """Await this loop's connection set-up, starting it if none is under way.
-
-        The set-up runs in a task of its own and is shielded: a caller that stops waiting
-        (its `backend_timeout` ran out) leaves it running for the next caller.
-        """
+        """Await this loop's connection set-up, starting it if none is under way."""
         loop = asyncio.get_running_loop()
-        task = self._connecting
-        if (
-            task is None
-            or task.get_loop() is not loop
-            or (task.done() and (task.cancelled() or task.exception() is not None))
-        ):
-            task = self._start_connecting(loop)
-            self._connecting = task
-        client = await asyncio.shield(task)
-        if self._connecting is task:
-            self._connecting = None  # handed to LoopBound, which owns it from here
+        opened = self._opened.pop(loop, None)
+        if opened is not None:
+            return opened  # made for a caller that stopped waiting
+        flight = self._connecting.get(loop)
+        if flight is None:
+            flight = self._connecting.start(loop, self._open_for_later, self._connect_tasks)
+        client = await flight.wait()
+        self._opened.pop(loop, None)  # taken: handed to LoopBound, which owns it from here
+        return client
+
+    async def _open_for_later(self, flight: Flight[MomentoClient]) -> MomentoClient:
+        client = await self._open()
+        self._opened[asyncio.get_running_loop()] = client
         return client
 
     async def _open(self) -> MomentoClient:
