@@ -699,16 +699,9 @@ class Cache:
             return False
         state = self._current_state()
         flight = state.loads.get(key)
-        future = None if flight is None or flight.superseded else flight.future
-        if (
-            future is not None
-            and future.done()
-            and not future.cancelled()
-            and not future.exception()
-        ):
-            # Loaded, and its value is on its way to the backend: it is there for this process.
-            entry = future.result()
-        else:
+        # Loaded, and its value on its way to the backend: it is there for this process.
+        entry = None if flight is None or flight.superseded else flight.published()
+        if entry is None:
             entry = await self._storage.read(key, state.reads)
         return entry is not None and not entry.negative and self._clock() < entry.stale_until
 

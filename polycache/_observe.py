@@ -107,9 +107,6 @@ class Observers:
         self.observers: tuple[Observer, ...] = tuple(observers)
         self._failed: set[int] = set()
 
-    def __bool__(self) -> bool:
-        return bool(self.observers)
-
     def _failure(self, observer: Observer, exc: Exception) -> None:
         if id(observer) not in self._failed:
             self._failed.add(id(observer))

@@ -38,8 +38,8 @@ __all__ = ["MemoryStorage", "RemoteStorage", "storage_for"]
 
 logger = logging.getLogger("polycache")
 
-# A key whose read just timed out is not read again for this long (in backend timeouts): a
-# miss against a hung backend costs one timeout, not one per step of the miss.
+# A key whose read just timed out is not read again (nor leased) for one backend timeout, so
+# that a miss against a hung backend costs one timeout; at most this many keys are remembered.
 _TIMED_OUT_KEYS_LIMIT: Final = 1024
 
 LEASE_PREFIX: Final = "__polycache_lease__:"

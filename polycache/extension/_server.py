@@ -85,11 +85,10 @@ class Connections:
         grace: Seconds a connection may hold its place before it can be pushed out.
     """
 
-    __slots__ = ("_changed", "_grace", "_log", "_open", "cap", "shed")
+    __slots__ = ("_changed", "_grace", "_log", "_open", "cap")
 
     def __init__(self, cap: int, log: RateLimitedLog, *, grace: float = 0.25) -> None:
         self.cap = cap
-        self.shed = 0
         self._log = log
         self._grace = grace
         self._open: dict[Connection, float] = {}
@@ -116,7 +115,6 @@ class Connections:
                 if connection.busy:
                     continue
                 if now - since >= self._grace:
-                    self.shed += 1
                     self._log.warning(
                         "shed", "%d connections open: closed the oldest idle one", self.cap
                     )
